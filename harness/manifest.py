@@ -57,6 +57,7 @@ class Invocation:
     repaired_bytes: int = 0  # torn last line cut off at start
     retries: int = 0
     error: str | None = None
+    cost_estimate_usd: float | None = None  # pre-run upper bound (USD) of what this invocation spends
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ class Manifest:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     invocations: tuple[Invocation, ...] = ()
+    # The registry entry a STAGE:TAG reference resolved to (name, stage, parent, base, hashes), if any.
+    lineage: Mapping[str, Any] | None = None
 
     def with_invocation(self, invocation: Invocation) -> Manifest:
         """Replace the last invocation (the current one) or append a new one."""
@@ -121,6 +124,7 @@ class Manifest:
                 "cost_usd": self.cost_usd,
             },
             "invocations": [vars(i).copy() for i in self.invocations],
+            "lineage": None if self.lineage is None else dict(self.lineage),
         }
 
     @classmethod
@@ -158,6 +162,7 @@ class Manifest:
                 prompt_tokens=int(record.get("usage", {}).get("prompt_tokens", 0)),
                 completion_tokens=int(record.get("usage", {}).get("completion_tokens", 0)),
                 invocations=tuple(Invocation(**i) for i in record.get("invocations", [])),
+                lineage=record.get("lineage"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise DataError(

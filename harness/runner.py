@@ -12,7 +12,7 @@ import hashlib
 import json
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ class EvalSpec:
     runs_root: Path
     use_cache: bool = True
     fresh: bool = False
+    lineage: Mapping[str, Any] | None = None  # registry entry when the reference was STAGE:TAG
+    cost_estimate_usd: float | None = None  # --max-cost upper bound for this suite (priced adapters)
 
 
 @dataclass
@@ -161,6 +163,7 @@ def _open_manifest(
         created_at=now_iso(),
         git_revision=revision,
         git_dirty=dirty,
+        lineage=spec.lineage,
     )
 
 
@@ -181,7 +184,10 @@ async def evaluate(spec: EvalSpec, adapter: Adapter, progress: bool = False) -> 
         selected = {s.id for s in loaded.samples}
         records = [r for r in existing.records if r.id in selected]
         invocation = Invocation(
-            started_at=now_iso(), resumed=len(records), repaired_bytes=existing.repaired_bytes
+            started_at=now_iso(),
+            resumed=len(records),
+            repaired_bytes=existing.repaired_bytes,
+            cost_estimate_usd=spec.cost_estimate_usd,
         )
         write_json_atomic(run_dir / MANIFEST, manifest.with_invocation(invocation).to_record())
         cache = ResponseCache(spec.runs_root / ".cache" / "responses.sqlite") if spec.use_cache else None

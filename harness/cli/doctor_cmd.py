@@ -16,6 +16,7 @@ EXTRAS = {
     "hf (lora)": ("peft", "peft"),
     "vllm": ("vllm", "vllm"),
     "tinker": ("tinker", "tinker"),
+    "inspect": ("inspect_ai", "inspect-ai"),
 }
 
 
@@ -47,4 +48,7 @@ def run(args: argparse.Namespace) -> int:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     print(f"hub:   {'offline (HF_HUB_OFFLINE=1)' if offline else 'online allowed'}")
     print(f"runs:  {runs_root(None)}  (--out or {RUNS_DIR_ENV})")
+    from harness.lineage import registry_path
+
+    print(f"registry: {registry_path(None)}  (HARNESS_REGISTRY, else <runs>/registry.jsonl)")
     return 0

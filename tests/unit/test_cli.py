@@ -230,3 +230,23 @@ def test_without_data_dir_and_offline_the_hub_error_says_what_to_set(tmp_path: P
         env=env,
     )
     assert_clean_error(proc, 4, "Could not load openai/gsm8k", "HARNESS_DATA_DIR")
+
+
+def test_sampling_flags_reach_the_run_settings(data_dir: Path, tmp_path: Path) -> None:
+    """--samples/--temperature/--top-p were once parsed and then dropped; the manifest must carry them."""
+    from harness.data import DataSource
+    from suites import get_suite
+
+    suite = get_suite("mbpp")
+    samples = suite.load(DataSource(data_dir), limit=2).samples
+    replay = tmp_path / "gold.jsonl"
+    rows = [{"sample_id": s.id, "texts": [suite.gold_response(s), "def nothing(): pass"]} for s in samples]
+    replay.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = eval_json(
+        "--checkpoint", f"replay:{replay}", "--suite", "mbpp", "--limit", "2", "--samples", "2",
+        "--top-p", "0.9", "--out", str(tmp_path / "runs"),
+    )  # fmt: skip
+    generation = json.loads((run.run_dir / "manifest.json").read_text())["generation"]
+    assert (generation["n"], generation["temperature"], generation["top_p"]) == (2, 0.8, 0.9)
+    assert len(json.loads((run.run_dir / "samples.jsonl").read_text().splitlines()[0])["completions"]) == 1
+    assert run.metrics["pass@1"]["value"] == 0.5  # one of the two responses passes for each problem

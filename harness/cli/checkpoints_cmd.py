@@ -1,0 +1,157 @@
+"""`harness checkpoints`: the checkpoint registry as a lineage tree; `add` registers one; `show` resolves one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "checkpoints", help="list, add and resolve registered checkpoints", description=__doc__
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="runs folder holding registry.jsonl (default: $HARNESS_RUNS_DIR or ./runs)",
+    )
+    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.set_defaults(func=list_entries)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+
+    add = actions.add_parser(
+        "add", help="register a checkpoint", description="Register a checkpoint and its lineage."
+    )
+    add.add_argument("name", help="unique name, e.g. sft-lr2e-5")
+    add.add_argument(
+        "reference", metavar="REF", help="its concrete reference (hf:PATH, tinker://..., http://...#M)"
+    )
+    add.add_argument("--stage", required=True, help="base, sft, dpo, rlvr, ... (the STAGE of STAGE:TAG)")
+    add.add_argument("--parent", metavar="NAME|STAGE:TAG", help="the checkpoint this one was trained from")
+    add.add_argument("--base-model", metavar="MODEL", help="default: the parent's base model, else REF")
+    add.add_argument("--tag", action="append", default=[], help="extra tag for STAGE:TAG (repeatable)")
+    add.add_argument("--config", metavar="FILE", type=Path, help="training config; its sha256 is recorded")
+    add.add_argument(
+        "--data", metavar="FILE", type=Path, action="append", default=[], help="training data (repeatable)"
+    )
+    add.add_argument("--seed", type=int)
+    add.set_defaults(func=add_entry)
+    _shared_flags(add)
+
+    show = actions.add_parser("show", help="resolve a reference and show its lineage")
+    show.add_argument("reference", metavar="NAME|STAGE:TAG")
+    show.set_defaults(func=show_entry)
+    _shared_flags(show)
+
+
+def _shared_flags(parser: argparse.ArgumentParser) -> None:
+    """--out/--json after the action too; SUPPRESS keeps a value given before the action."""
+    parser.add_argument(
+        "--out", metavar="DIR", default=argparse.SUPPRESS, help="runs folder holding registry.jsonl"
+    )
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from harness.lineage import CheckpointRegistry, registry_path
+    from harness.store import runs_root
+
+    return CheckpointRegistry(registry_path(runs_root(args.out)))
+
+
+def list_entries(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    if args.json:
+        print(json.dumps([e.to_record() for e in registry.entries], indent=2))
+        return 0
+    if not registry.entries:
+        print(f"No checkpoints registered in {registry.path}.")
+        print(
+            "Training stages register theirs; or: harness checkpoints add NAME REF --stage sft --parent NAME"
+        )
+        return 0
+    print(f"checkpoints in {registry.path}  (NAME [STAGE:TAGS] REF)")
+    latest = {
+        stage: entries[-1].name
+        for stage in {e.stage for e in registry.entries}
+        if (entries := registry.of_stage(stage))
+    }
+    known = {e.name for e in registry.entries}
+    roots = [e for e in registry.entries if e.parent is None or e.parent not in known]
+
+    def line(entry: Any) -> str:
+        index = registry.of_stage(entry.stage).index(entry) + 1
+        tags = [f"v{index}", *entry.tags] + (["latest"] if latest[entry.stage] == entry.name else [])
+        dangling = (
+            f"  (parent '{entry.parent}' is not registered)"
+            if entry.parent and entry.parent not in known
+            else ""
+        )
+        return f"{entry.name} [{entry.stage}:{','.join(tags)}] {entry.reference}{dangling}"
+
+    def walk(entry: Any, prefix: str, last: bool, top: bool) -> None:
+        print(line(entry) if top else f"{prefix}{'└── ' if last else '├── '}{line(entry)}")
+        children = registry.children(entry.name)
+        inner = "" if top else prefix + ("    " if last else "│   ")
+        for i, child in enumerate(children):
+            walk(child, inner, i == len(children) - 1, False)
+
+    for root in roots:
+        walk(root, "", True, True)
+    return 0
+
+
+def add_entry(args: argparse.Namespace) -> int:
+    from harness.errors import UsageError
+    from harness.lineage import sha256_of_files
+
+    for path in [args.config, *args.data]:
+        if path is not None and not path.is_file():
+            raise UsageError(
+                f"The file {path} does not exist.", "--config and --data take files whose sha256 is recorded."
+            )
+    registry = _registry(args)
+    entry = registry.add(
+        name=args.name,
+        reference=args.reference,
+        stage=args.stage,
+        parent=args.parent,
+        base_model=args.base_model,
+        tags=args.tag,
+        config_sha256=sha256_of_files([args.config]) if args.config else None,
+        data_sha256=sha256_of_files(args.data) if args.data else None,
+        seed=args.seed,
+    )
+    print(
+        f"registered {entry.name} as {entry.stage}:v{len(registry.of_stage(entry.stage))} ({entry.stage}:latest) in {registry.path}"
+    )
+    return 0
+
+
+def show_entry(args: argparse.Namespace) -> int:
+    from harness.checkpoints import RegistryRef, parse_checkpoint
+
+    registry = _registry(args)
+    entry = registry.by_name(args.reference)
+    if entry is None:
+        ref = parse_checkpoint(args.reference)
+        if not isinstance(ref, RegistryRef):
+            from harness.errors import UsageError
+
+            raise UsageError(
+                f"'{args.reference}' is neither a registered name nor STAGE:TAG.", registry.known_text()
+            )
+        entry = registry.lookup(ref)
+    if args.json:
+        print(
+            json.dumps(
+                {"entry": entry.to_record(), "lineage": [e.name for e in registry.lineage(entry)]}, indent=2
+            )
+        )
+        return 0
+    for key, value in entry.to_record().items():
+        print(f"{key:<14} {value}")
+    print(f"{'lineage':<14} {' -> '.join(f'{e.name} [{e.stage}]' for e in registry.lineage(entry))}")
+    return 0

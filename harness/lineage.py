@@ -1,0 +1,261 @@
+"""The checkpoint registry: which checkpoints exist, where they came from, and what `STAGE:TAG` means.
+
+One JSONL file, append-only (a line per checkpoint, flock'd while appending), written by training stages
+and by `harness checkpoints add`. It lives in the runs folder (`<runs>/registry.jsonl`) unless
+`$HARNESS_REGISTRY` names another file, so runs, the response cache and the lineage travel together.
+
+`STAGE:TAG` resolves among the entries of that stage: `latest` is the last one registered, `vN` the N-th,
+anything else an entry's name or one of its tags.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.checkpoints import CheckpointRef, RegistryRef, parse_checkpoint
+from harness.errors import DataError, UsageError
+from harness.manifest import now_iso
+
+REGISTRY_FILE = "registry.jsonl"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NTH = re.compile(r"^v([1-9][0-9]*)$")
+
+
+def registry_path(runs_root: Path | None = None) -> Path:
+    if os.environ.get("HARNESS_REGISTRY"):
+        return Path(os.environ["HARNESS_REGISTRY"]).expanduser()
+    if runs_root is None:
+        from harness.store import runs_root as default_root
+
+        runs_root = default_root(None)
+    return runs_root / REGISTRY_FILE
+
+
+def sha256_of_files(paths: Iterable[Path]) -> str:
+    """One digest over files in the given order (names excluded, so a moved file keeps its hash)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        file_digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                file_digest.update(chunk)
+        digest.update(file_digest.digest())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    name: str  # unique in the registry
+    reference: str  # a concrete checkpoint reference (never STAGE:TAG)
+    stage: str  # base, sft, dpo, rlvr, ... (the STAGE of STAGE:TAG)
+    base_model: str
+    parent: str | None = None  # the parent entry's name
+    tags: tuple[str, ...] = ()
+    config_sha256: str | None = None
+    data_sha256: str | None = None
+    seed: int | None = None
+    created_at: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)  # steps, cost, waivers: what training records
+
+    def checkpoint_ref(self) -> CheckpointRef:
+        return parse_checkpoint(self.reference)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "reference": self.reference,
+            "stage": self.stage,
+            "base_model": self.base_model,
+            "parent": self.parent,
+            "tags": list(self.tags),
+            "config_sha256": self.config_sha256,
+            "data_sha256": self.data_sha256,
+            "seed": self.seed,
+            "created_at": self.created_at,
+            "details": dict(self.details),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> CheckpointEntry:
+        seed = record.get("seed")
+        return cls(
+            name=str(record["name"]),
+            reference=str(record["reference"]),
+            stage=str(record["stage"]),
+            base_model=str(record["base_model"]),
+            parent=None if record.get("parent") is None else str(record["parent"]),
+            tags=tuple(str(t) for t in record.get("tags") or ()),
+            config_sha256=record.get("config_sha256"),
+            data_sha256=record.get("data_sha256"),
+            seed=None if seed is None else int(seed),
+            created_at=str(record.get("created_at", "")),
+            details=dict(record.get("details") or {}),
+        )
+
+
+class CheckpointRegistry:
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: list[CheckpointEntry] = self._read() if path.exists() else []
+
+    def _read(self) -> list[CheckpointEntry]:
+        entries: list[CheckpointEntry] = []
+        with self.path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    entries.append(CheckpointEntry.from_record(json.loads(line)))
+                except (ValueError, KeyError, TypeError) as error:
+                    raise DataError(
+                        f"The checkpoint registry {self.path} line {number} is corrupt "
+                        f"({type(error).__name__}: {error}).",
+                        "Fix or delete that line; every other entry is intact.",
+                    ) from None
+        return entries
+
+    def by_name(self, name: str) -> CheckpointEntry | None:
+        return next((e for e in self.entries if e.name == name), None)
+
+    def children(self, name: str) -> list[CheckpointEntry]:
+        return [e for e in self.entries if e.parent == name]
+
+    def of_stage(self, stage: str) -> list[CheckpointEntry]:
+        return [e for e in self.entries if e.stage == stage]
+
+    def lookup(self, ref: RegistryRef) -> CheckpointEntry:
+        same_stage = self.of_stage(ref.stage)
+        found: CheckpointEntry | None = None
+        if ref.tag == "latest" and same_stage:
+            found = same_stage[-1]
+        else:
+            found = next((e for e in reversed(same_stage) if e.name == ref.tag or ref.tag in e.tags), None)
+            nth = _NTH.match(ref.tag)
+            if found is None and nth and int(nth.group(1)) <= len(same_stage):
+                found = same_stage[int(nth.group(1)) - 1]
+        if found is None:
+            raise UsageError(
+                f"No checkpoint '{ref.raw}' in the registry {self.path}"
+                + ("" if self.entries else " (it has no entries yet)")
+                + ".",
+                self.known_text(),
+            )
+        return found
+
+    def known_text(self) -> str:
+        if not self.entries:
+            return (
+                "Training stages register their checkpoints; or add one: "
+                "harness checkpoints add NAME REF --stage sft [--parent NAME]."
+            )
+        lines = ["Known references:"]
+        for stage in dict.fromkeys(e.stage for e in self.entries):
+            entries = self.of_stage(stage)
+            lines.append(f"  {stage}:latest -> {entries[-1].name}")
+            for index, entry in enumerate(entries, start=1):
+                tags = "".join(f", {stage}:{t}" for t in entry.tags)
+                lines.append(f"  {stage}:{entry.name} ({stage}:v{index}{tags}) -> {entry.reference}")
+        return "\n".join(lines)
+
+    def resolve_parent(self, text: str) -> CheckpointEntry:
+        """A parent given as an entry name or as STAGE:TAG."""
+        entry = self.by_name(text)
+        if entry is not None:
+            return entry
+        parsed = parse_checkpoint(text) if ":" in text else None
+        if isinstance(parsed, RegistryRef):
+            return self.lookup(parsed)
+        raise UsageError(f"The parent '{text}' is not in the registry {self.path}.", self.known_text())
+
+    def add(
+        self,
+        name: str,
+        reference: str,
+        stage: str,
+        parent: str | None = None,
+        base_model: str | None = None,
+        tags: Sequence[str] = (),
+        config_sha256: str | None = None,
+        data_sha256: str | None = None,
+        seed: int | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> CheckpointEntry:
+        if not _NAME.match(name):
+            raise UsageError(
+                f"Invalid checkpoint name '{name}'.",
+                "Use letters, digits, '.', '_' and '-' (e.g. sft-lr2e-5).",
+            )
+        if not _NAME.match(stage) or ":" in stage:
+            raise UsageError(f"Invalid stage '{stage}'.", "Use a short word such as base, sft, dpo or rlvr.")
+        if isinstance(parse_checkpoint(reference), RegistryRef):
+            raise UsageError(
+                f"'{reference}' is itself a registry reference.",
+                "Register the checkpoint's concrete reference (hf:PATH, tinker://..., http://...#MODEL, ...).",
+            )
+        parent_entry = None if parent is None else self.resolve_parent(parent)
+        entry = CheckpointEntry(
+            name=name,
+            reference=reference,
+            stage=stage,
+            base_model=base_model or (parent_entry.base_model if parent_entry else reference),
+            parent=None if parent_entry is None else parent_entry.name,
+            tags=tuple(tags),
+            config_sha256=config_sha256,
+            data_sha256=data_sha256,
+            seed=seed,
+            created_at=now_iso(),
+            details=dict(details or {}),
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(entry.to_record(), ensure_ascii=False, sort_keys=True) + "\n"
+        with self.path.open("a+", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # another writer may have appended since we read
+            handle.seek(0)
+            self.entries = [] if not handle.read(1) else self._read()
+            if self.by_name(name) is not None:
+                raise UsageError(
+                    f"A checkpoint named '{name}' is already in the registry {self.path}.",
+                    "Names are unique; pick another (tags can be shared: --tag).",
+                )
+            handle.seek(0, os.SEEK_END)
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.entries.append(entry)
+        return entry
+
+    def lineage(self, entry: CheckpointEntry) -> list[CheckpointEntry]:
+        """The entry and its ancestors, oldest first (stops at a dangling parent or a cycle)."""
+        chain, seen = [entry], {entry.name}
+        while (parent := chain[-1].parent) and parent not in seen and (found := self.by_name(parent)):
+            chain.append(found)
+            seen.add(parent)
+        return list(reversed(chain))
+
+
+def resolve_registry_ref(ref: RegistryRef, runs_root: Path | None = None) -> CheckpointEntry:
+    return CheckpointRegistry(registry_path(runs_root)).lookup(ref)
+
+
+def resolve_checkpoint(
+    raw: str, runs_root: Path | None = None
+) -> tuple[CheckpointRef, CheckpointEntry | None]:
+    """Parse a reference; a STAGE:TAG becomes the concrete reference it names. A concrete reference that is
+    registered also brings its entry along, so its runs carry lineage however it was named."""
+    ref = parse_checkpoint(raw)
+    path = registry_path(runs_root)
+    if isinstance(ref, RegistryRef):
+        entry = CheckpointRegistry(path).lookup(ref)
+        return entry.checkpoint_ref(), entry
+    if not path.exists():
+        return ref, None
+    matches = [e for e in CheckpointRegistry(path).entries if e.reference == ref.raw]
+    return ref, (matches[-1] if matches else None)
