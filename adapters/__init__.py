@@ -10,8 +10,19 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.checkpoints import CheckpointRef, EmbeddedRef, EndpointRef, GgufRef, HfRef, ReplayRef
-from harness.errors import MissingExtraError, UsageError
+from harness.checkpoints import (
+    CheckpointRef,
+    EmbeddedRef,
+    EndpointRef,
+    GgufRef,
+    HfRef,
+    RegistryRef,
+    ReplayRef,
+    TinkerBaseRef,
+    TinkerRef,
+    VllmRef,
+)
+from harness.errors import MissingExtraError
 from harness.registry import Registry
 from harness.types import Adapter
 
@@ -23,6 +34,10 @@ class AdapterOptions:
     api_key_env: str | None = None
     max_attempts: int = 8
     n_ctx: int | None = None
+    batch_size: int | None = None  # local batched backends (hf); None: the adapter's default
+    device: str | None = None  # hf: "cpu", "cuda", "cuda:1"; None: cuda when available
+    tensor_parallel_size: int = 1  # vllm: GPUs to shard over
+    price_table: str | None = None  # tinker: JSON file overriding the built-in USD prices per 1M tokens
 
 
 AdapterFactory = Callable[[CheckpointRef, AdapterOptions], Adapter]
@@ -74,37 +89,47 @@ def _replay(ref: CheckpointRef, options: AdapterOptions) -> Adapter:
     return ReplayAdapter(ref.path)
 
 
-def _not_yet(module: str, extra: str) -> AdapterFactory:
-    """Forms whose adapter lands later: the extra check still tells users what to install."""
+def _hf(ref: CheckpointRef, options: AdapterOptions) -> Adapter:
+    assert isinstance(ref, HfRef)
+    require_extra("transformers", "hf", "An hf: checkpoint")
+    require_extra("torch", "hf", "An hf: checkpoint")
+    if ref.lora:
+        require_extra("peft", "hf", "A LoRA on an hf: checkpoint")
+    from adapters.hf import create_hf_adapter
 
-    def factory(ref: CheckpointRef, options: AdapterOptions) -> Adapter:
-        require_extra(module, extra, f"A {ref.form} checkpoint")
-        if isinstance(ref, HfRef) and ref.lora:
-            require_extra("peft", "hf", "A LoRA on an hf: checkpoint")
-        raise UsageError(
-            f"The {ref.form} adapter is not part of this version of the harness yet (the reference "
-            "parses, and its extra is installed).",
-            "Meanwhile serve the model behind an OpenAI-compatible server (e.g. vllm serve) and use "
-            "--checkpoint http://HOST:PORT/v1#MODEL.",
-        )
+    return create_hf_adapter(ref, options)
 
-    return factory
+
+def _vllm(ref: CheckpointRef, options: AdapterOptions) -> Adapter:
+    assert isinstance(ref, VllmRef)
+    require_extra("vllm", "vllm", "A vllm: checkpoint")
+    from adapters.vllm import create_vllm_adapter
+
+    return create_vllm_adapter(ref, options)
+
+
+def _tinker(ref: CheckpointRef, options: AdapterOptions) -> Adapter:
+    assert isinstance(ref, TinkerRef | TinkerBaseRef)
+    require_extra("tinker", "tinker", "A Tinker checkpoint")
+    from adapters.tinker import create_tinker_adapter
+
+    return create_tinker_adapter(ref, options)
 
 
 def _registry(ref: CheckpointRef, options: AdapterOptions) -> Adapter:
-    raise UsageError(
-        f"No checkpoint registry entry '{ref.raw}': no checkpoints have been registered yet.",
-        "Training stages register checkpoints; meanwhile pass the checkpoint's own reference "
-        "(e.g. gguf:PATH or http://HOST:PORT/v1#MODEL).",
-    )
+    assert isinstance(ref, RegistryRef)
+    from harness.lineage import resolve_registry_ref
+
+    entry = resolve_registry_ref(ref)
+    return create_adapter(entry.checkpoint_ref(), options)
 
 
 ADAPTERS.register("embedded", _llama_cpp)
 ADAPTERS.register("gguf", _llama_cpp)
 ADAPTERS.register("endpoint", _endpoint)
 ADAPTERS.register("replay", _replay)
-ADAPTERS.register("hf", _not_yet("transformers", "hf"))
-ADAPTERS.register("vllm", _not_yet("vllm", "vllm"))
-ADAPTERS.register("tinker", _not_yet("tinker", "tinker"))
-ADAPTERS.register("tinker-base", _not_yet("tinker", "tinker"))
+ADAPTERS.register("hf", _hf)
+ADAPTERS.register("vllm", _vllm)
+ADAPTERS.register("tinker", _tinker)
+ADAPTERS.register("tinker-base", _tinker)
 ADAPTERS.register("registry", _registry)

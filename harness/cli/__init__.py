@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from harness import __version__
 from harness.errors import ExitCode, HarnessError
 
-SUBCOMMANDS = ("eval", "runs", "show", "rescore", "serve", "suites", "doctor")
+SUBCOMMANDS = ("eval", "runs", "show", "rescore", "serve", "suites", "checkpoints", "export-hf", "doctor")
 
 
 def _version_text() -> str:
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for every error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
-        importlib.import_module(f"harness.cli.{name}_cmd").register(commands)
+        importlib.import_module(f"harness.cli.{name.replace('-', '_')}_cmd").register(commands)
     return parser
 
 

@@ -21,6 +21,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an amount in USD, got '{text}'") from None
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
 def register(commands: Any) -> None:
     p = commands.add_parser("eval", help="evaluate a checkpoint", description=__doc__)
     p.add_argument(
@@ -39,6 +49,15 @@ def register(commands: Any) -> None:
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request timeout in seconds")
     p.add_argument(
         "--max-attempts", type=_positive, default=8, help="tries per request before giving up (default 8)"
+    )
+    p.add_argument(
+        "--batch-size", type=_positive, help="prompts per generate call for hf: and vllm: checkpoints"
+    )
+    p.add_argument(
+        "--device", metavar="DEV", help="hf: torch device (cpu, cuda, cuda:1; default: cuda if present)"
+    )
+    p.add_argument(
+        "--tensor-parallel-size", type=_positive, default=1, metavar="N", help="vllm: GPUs to shard over"
     )
     p.add_argument("--max-tokens", type=_positive, help="override the suite's pinned max new tokens")
     p.add_argument(
@@ -62,6 +81,15 @@ def register(commands: Any) -> None:
         "--judge-checkpoint", metavar="REF", help="the WildGuard classifier, as any --checkpoint form"
     )
     p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the endpoint's API key")
+    p.add_argument(
+        "--max-cost",
+        type=_usd,
+        metavar="USD",
+        help="refuse to start when the cost estimate (an upper bound) exceeds USD; Tinker checkpoints only",
+    )
+    p.add_argument(
+        "--price-table", metavar="FILE", help='JSON {"MODEL": {"prompt": USD, "sample": USD}} per 1M tokens'
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     p.add_argument("--fresh", action="store_true", help="discard this run's finished samples and start over")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
@@ -73,18 +101,19 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     from adapters import AdapterOptions, create_adapter
-    from harness.checkpoints import parse_checkpoint
     from harness.data import resolve_data_source
+    from harness.lineage import resolve_checkpoint
     from harness.runner import EvalOutcome, EvalSpec, evaluate
     from harness.store import runs_root
     from harness.suite import SuiteOptions
     from suites import default_suites, get_suite
 
-    ref = parse_checkpoint(args.checkpoint)
+    root = runs_root(args.out)
+    # A STAGE:TAG reference runs (and stores its runs) as the concrete checkpoint it names today.
+    ref, entry = resolve_checkpoint(args.checkpoint, root)
     data = resolve_data_source(args.data_dir)
     suite_options = SuiteOptions(judge=args.judge)
     suites = [get_suite(name, suite_options) for name in (args.suite or default_suites(data))]
-    root = runs_root(args.out)
     adapter = create_adapter(
         ref,
         AdapterOptions(
@@ -92,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             api_key_env=args.api_key_env,
             max_attempts=args.max_attempts,
+            batch_size=args.batch_size,
+            device=args.device,
+            tensor_parallel_size=args.tensor_parallel_size,
+            price_table=args.price_table,
         ),
     )
     progress = sys.stderr.isatty() and not args.quiet
@@ -99,15 +132,31 @@ def run(args: argparse.Namespace) -> int:
     judge = _attach_judge(suites, args)
 
     async def run_all() -> list[tuple[Any, EvalOutcome]]:
+        from harness.pricing import check_budget, estimate_cost, with_estimates
+
         outcomes = []
         try:
+            specs = []
             for suite in suites:
-                settings = suite.default_settings()
-                settings = replace(
-                    settings, seed=args.seed, max_tokens=args.max_tokens or settings.max_tokens
-                )
-                spec = EvalSpec(ref, suite, settings, args.limit, data, root, not args.no_cache, args.fresh)
-                outcomes.append((suite, await evaluate(spec, adapter, progress)))
+                settings = _settings_for(suite.default_settings(), args)
+                specs.append(EvalSpec(
+                    ref,
+                    suite,
+                    settings,
+                    args.limit,
+                    data,
+                    root,
+                    not args.no_cache,
+                    args.fresh,
+                    lineage=None if entry is None else entry.to_record(),
+                ))  # fmt: skip
+            # The whole invocation is estimated (and refused) before any suite generates anything.
+            estimate = await estimate_cost(adapter, specs, require_price=args.max_cost is not None)
+            check_budget(estimate, args.max_cost, adapter.identity())
+            if estimate is not None and estimate.requests and not args.quiet:
+                print(f"harness: cost estimate: {estimate.describe()}.", file=sys.stderr)
+            for spec in with_estimates(specs, estimate):
+                outcomes.append((spec.suite, await evaluate(spec, adapter, progress)))
         finally:
             await adapter.aclose()
             if judge is not None:
