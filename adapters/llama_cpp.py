@@ -9,7 +9,6 @@ it reuses the KV cache of the longest shared prompt prefix, so repeated few-shot
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib.metadata
 import importlib.resources
 import os
@@ -20,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.common import file_fingerprint
 from harness.errors import MissingExtraError, UsageError
 from harness.types import ApiKind, Completion, Request
 
@@ -36,19 +36,6 @@ def embedded_gguf_path() -> Path:
             "Install the local extra: pip install -e '.[local]'",
         ) from None
     return Path(str(root.joinpath(EMBEDDED_FILE)))
-
-
-def file_fingerprint(path: Path) -> str:
-    """sha256 of size + first and last 8 MiB: cheap for multi-GB files, changes with any re-quantization."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    chunk = 8 << 20
-    with path.open("rb") as handle:
-        digest.update(handle.read(chunk))
-        if size > chunk:
-            handle.seek(max(chunk, size - chunk))
-            digest.update(handle.read(chunk))
-    return digest.hexdigest()[:16]
 
 
 def llama_cpp_version() -> str:

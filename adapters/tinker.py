@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from adapters.common import truncate_at_stop
 from adapters.tinker_renderers import (
     RENDERER_ENV,
     Renderer,
@@ -121,11 +122,6 @@ async def _in_daemon_thread(fn: Callable[[], T]) -> T:
 
     threading.Thread(target=run, name="tinker-connect", daemon=True).start()
     return await result
-
-
-def _truncate_at_stop(text: str, stops: Sequence[str]) -> str:
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
-    return text if cut < 0 else text[:cut]
 
 
 class TinkerAdapter:
@@ -294,7 +290,7 @@ class TinkerAdapter:
             text = self._ready_renderer().parse_response(tokens)[0]
         else:
             text = str(self._tokenizer.decode(tokens, skip_special_tokens=True))
-        return _truncate_at_stop(text, local_stops) if local_stops else text
+        return truncate_at_stop(text, local_stops)[0] if local_stops else text
 
     def _semaphore(self) -> asyncio.Semaphore:
         if self._gate is None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import importlib.metadata
 import json
 import threading
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters import AdapterOptions
-from adapters.llama_cpp import file_fingerprint
+from adapters.common import folder_fingerprint
 from harness.checkpoints import VllmRef
 from harness.errors import EndpointError, MissingExtraError, UsageError
 from harness.types import Adapter, ApiKind, Completion, GenerationSettings, Message, Request
@@ -204,15 +203,6 @@ def read_lora_config(adapter_dir: Path) -> dict[str, Any]:
             "Evaluate it with hf:BASE+lora:PATH instead.",
         )
     return config
-
-
-def folder_fingerprint(folder: Path) -> str:
-    """Names and contents (llama_cpp.file_fingerprint) of a folder's top-level files."""
-    digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            digest.update(f"{path.name}:{file_fingerprint(path)};".encode())
-    return digest.hexdigest()[:16]
 
 
 def resolve_base(base: str) -> tuple[str, str]:

@@ -121,3 +121,13 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         process.wait(10)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def exported_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`harness export-hf embedded DIR`, once per session: the embedded GGUF as float32 safetensors."""
+    pytest.importorskip("transformers", reason="the hf extra is not installed")
+    out = tmp_path_factory.mktemp("hf-export") / "smollm2-135m-instruct"
+    proc = harness("export-hf", "embedded", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out

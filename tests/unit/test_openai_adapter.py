@@ -197,7 +197,9 @@ def test_n_samples_come_back_whether_or_not_the_server_honours_n(ignore_n: bool)
 
         async def go() -> list[Completion]:
             try:
-                return await adapter.generate([Request("s1", settings, messages=(Message("user", "2 + 2?"),))])
+                return await adapter.generate(
+                    [Request("s1", settings, messages=(Message("user", "2 + 2?"),))]
+                )
             finally:
                 await adapter.aclose()
 

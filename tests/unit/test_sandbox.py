@@ -271,7 +271,9 @@ def test_an_interpreter_living_under_tmp_still_runs(tmp_path: Path) -> None:
             "print(r.status, r.privileges_dropped, r.notes)\n"
         )
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
-        proc = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, env=env
+        )
         assert proc.returncode == 0, proc.stderr
         status, dropped, _notes = proc.stdout.split(" ", 2)
         assert status == "passed", proc.stdout
