@@ -1,0 +1,231 @@
+"""What the leaderboard, the reports and the submissions read: runs grouped into checkpoints.
+
+Runs are read from one or more runs folders (their manifests and metrics files; per-sample records
+only on demand). Each checkpoint gets at most one run per suite: the complete run with the most
+samples (then the newest). A suite's column compares only runs with the same suite version and
+settings hash (the hash covers the generation settings, `--limit` and the safety judge), the
+column's *reference settings* being those most checkpoints were run with; a cell run otherwise is
+shown but never ranked against the others.
+
+Team and lineage: a runs folder may hold `submission.json` (`{"team": ...}`, written by
+`harness leaderboard submit`); the registry entry a run recorded in its manifest (`lineage`) gives
+name, stage, parent and base model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import DataError
+from harness.manifest import Manifest
+from harness.store import MANIFEST, METRICS, SAMPLES, SampleRecord, SamplesFile, find_runs, read_json
+
+SUBMISSION_FILE = "submission.json"
+HELPFULNESS_SUITES = ("ifeval", "gsm8k", "mbpp")  # the "helpfulness" axis of the tradeoff plots
+SUITE_ORDER = ("ifeval", "gsm8k", "mbpp", "safety", "alice", "alice-synth")
+
+
+@dataclass(frozen=True)
+class Metric:
+    value: float | None
+    stderr: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Metric:
+        ci = record.get("ci95") or [None, None]
+        return cls(record.get("value"), record.get("stderr"), ci[0], ci[1], int(record.get("n", 0)))
+
+
+@dataclass(frozen=True)
+class RunView:
+    run_dir: Path
+    manifest: Manifest
+    primary: str
+    metrics: Mapping[str, Metric]
+    team: str | None = None
+
+    @property
+    def suite(self) -> str:
+        return self.manifest.suite
+
+    @property
+    def comparability_key(self) -> tuple[str, str, str]:
+        """Runs with equal keys were produced under identical suite version and settings."""
+        return (self.manifest.suite, self.manifest.suite_version, self.manifest.settings_hash)
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest.status == "complete" and bool(self.metrics)
+
+    @property
+    def judge(self) -> str | None:
+        judge = self.manifest.suite_settings.get("judge")
+        return None if judge is None else str(judge)
+
+    def primary_metric(self) -> Metric | None:
+        return self.metrics.get(self.primary)
+
+    def samples(self) -> tuple[SampleRecord, ...]:
+        return SamplesFile(self.run_dir / SAMPLES).load(repair=False).records
+
+
+@dataclass(frozen=True)
+class CheckpointView:
+    id: str  # stable, URL-safe
+    label: str  # registry name, else the reference
+    reference: str
+    team: str | None
+    stage: str | None
+    base_model: str | None
+    parent: str | None  # the parent's registry name (matched to a label by the site)
+    runs: Mapping[str, RunView] = field(default_factory=dict)  # suite -> chosen run
+
+
+@dataclass(frozen=True)
+class Catalog:
+    checkpoints: tuple[CheckpointView, ...]
+    reference_settings: Mapping[str, tuple[str, str, str]]  # suite -> comparability key of its column
+
+    def suites(self) -> list[str]:
+        present = {s for c in self.checkpoints for s in c.runs}
+        return [s for s in SUITE_ORDER if s in present] + sorted(present - set(SUITE_ORDER))
+
+    def comparable(self, run: RunView) -> bool:
+        return self.reference_settings.get(run.suite) == run.comparability_key
+
+    def by_label(self, label: str) -> CheckpointView | None:
+        return next((c for c in self.checkpoints if c.label == label), None)
+
+
+def _team_of(root: Path) -> str | None:
+    path = root / SUBMISSION_FILE
+    if not path.is_file():
+        return None
+    team = read_json(path, "submission file").get("team")
+    return None if team is None else str(team)
+
+
+def load_run(run_dir: Path, team: str | None = None) -> RunView:
+    manifest = Manifest.from_record(read_json(run_dir / MANIFEST, "run manifest"), run_dir / MANIFEST)
+    metrics: dict[str, Metric] = {}
+    primary = ""
+    if (run_dir / METRICS).is_file():
+        payload = read_json(run_dir / METRICS, "metrics file")
+        try:
+            primary = str(payload.get("primary", ""))
+            metrics = {str(k): Metric.from_record(v) for k, v in payload["metrics"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise DataError(
+                f"The metrics file {run_dir / METRICS} is malformed ({type(error).__name__}: {error}).",
+                "Recompute it from the samples: harness rescore RUN.",
+            ) from None
+    return RunView(run_dir=run_dir, manifest=manifest, primary=primary, metrics=metrics, team=team)
+
+
+def load_runs(roots: Iterable[Path]) -> list[RunView]:
+    runs: list[RunView] = []
+    for root in roots:
+        if not root.is_dir():
+            raise DataError(
+                f"The runs folder {root} does not exist.", "Pass folders made by `harness eval --out`."
+            )
+        team = _team_of(root)
+        runs.extend(load_run(run_dir, team) for run_dir in find_runs(root))
+    return runs
+
+
+def checkpoint_id(text: str) -> str:
+    import hashlib
+
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.")[:60] or "checkpoint"
+    return f"{clean}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def _better(candidate: RunView, current: RunView | None) -> bool:
+    if current is None:
+        return True
+    if candidate.complete != current.complete:
+        return candidate.complete
+    if candidate.manifest.n_samples != current.manifest.n_samples:
+        return candidate.manifest.n_samples > current.manifest.n_samples
+    return candidate.manifest.created_at > current.manifest.created_at
+
+
+def build_catalog(runs: Sequence[RunView]) -> Catalog:
+    """Group runs by (team, checkpoint); pick one run per suite; fix each column's reference settings."""
+    grouped: dict[tuple[str | None, str], dict[str, RunView]] = {}
+    lineage: dict[tuple[str | None, str], Mapping[str, Any]] = {}
+    for run in runs:
+        key = (run.team, run.manifest.checkpoint)
+        chosen = grouped.setdefault(key, {})
+        if _better(run, chosen.get(run.suite)):
+            chosen[run.suite] = run
+        if run.manifest.lineage:
+            lineage[key] = run.manifest.lineage
+    checkpoints = []
+    for (team, reference), by_suite in grouped.items():
+        entry = lineage.get((team, reference), {})
+        label = str(entry.get("name") or reference)
+        checkpoints.append(
+            CheckpointView(
+                id=checkpoint_id(f"{team or ''}/{label}"),
+                label=label,
+                reference=reference,
+                team=team,
+                stage=None if entry.get("stage") is None else str(entry["stage"]),
+                base_model=None if entry.get("base_model") is None else str(entry["base_model"]),
+                parent=None if entry.get("parent") is None else str(entry["parent"]),
+                runs=dict(by_suite),
+            )
+        )
+    counts: dict[str, Counter[tuple[str, str, str]]] = {}
+    for checkpoint in checkpoints:
+        for run in checkpoint.runs.values():
+            if run.complete:
+                counts.setdefault(run.suite, Counter())[run.comparability_key] += 1
+    # Most common settings win; ties go to the larger sample (the hash differs with --limit).
+    column_settings = {
+        suite: max(counter.items(), key=lambda kv: (kv[1], _n_of(checkpoints, kv[0])))[0]
+        for suite, counter in counts.items()
+    }
+    checkpoints.sort(key=lambda c: (c.team or "", c.label))
+    return Catalog(checkpoints=tuple(checkpoints), reference_settings=column_settings)
+
+
+def _n_of(checkpoints: Sequence[CheckpointView], key: tuple[str, str, str]) -> int:
+    return max(
+        (r.manifest.n_samples for c in checkpoints for r in c.runs.values() if r.comparability_key == key),
+        default=0,
+    )
+
+
+def primary_value(checkpoint: CheckpointView, suite: str, catalog: Catalog) -> float | None:
+    """The suite's primary metric for ranking: None when missing, incomplete or run under other settings."""
+    run = checkpoint.runs.get(suite)
+    if run is None or not run.complete or not catalog.comparable(run):
+        return None
+    metric = run.primary_metric()
+    return None if metric is None else metric.value
+
+
+def average(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def catalog_from_folders(roots: Sequence[Path]) -> Catalog:
+    return build_catalog(load_runs(roots))
+
+
+def dump_json(payload: Any) -> str:
+    """Compact, deterministic JSON for site data files."""
+    return json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
