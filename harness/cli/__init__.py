@@ -12,7 +12,19 @@ from collections.abc import Sequence
 from harness import __version__
 from harness.errors import ExitCode, HarnessError
 
-SUBCOMMANDS = ("eval", "runs", "show", "rescore", "serve", "suites", "checkpoints", "export-hf", "doctor")
+SUBCOMMANDS = (
+    "eval",
+    "runs",
+    "show",
+    "rescore",
+    "serve",
+    "suites",
+    "checkpoints",
+    "export-hf",
+    "leaderboard",
+    "report",
+    "doctor",
+)
 
 
 def _version_text() -> str:

@@ -1,0 +1,67 @@
+"""`harness leaderboard build|submit|add`: the static class leaderboard and its verified submissions."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "leaderboard", help="build the static leaderboard; submit and add bundles", description=__doc__
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    build = actions.add_parser("build", help="build the static site from runs folders")
+    build.add_argument("runs", nargs="+", type=Path, metavar="RUNS", help="runs folders (harness eval --out)")
+    build.add_argument("--out", required=True, type=Path, metavar="SITE", help="folder for the static site")
+    build.add_argument(
+        "--references",
+        type=Path,
+        metavar="FILE",
+        help="published reference scores (default: the file shipped with the harness; 'none' for no rows)",
+    )
+    build.set_defaults(func=run_build)
+
+    submit = actions.add_parser("submit", help="bundle runs for a class leaderboard")
+    submit.add_argument("runs", nargs="+", type=Path, metavar="RUNS", help="runs folders or run folders")
+    submit.add_argument("--team", required=True, help="team name shown on the leaderboard")
+    submit.add_argument("--out", type=Path, metavar="FILE", help="bundle file (default: ./<team>-bundle.zip)")
+    submit.set_defaults(func=run_submit)
+
+    add = actions.add_parser(
+        "add", help="validate a bundle, recompute its metrics, accept it, rebuild the site"
+    )
+    add.add_argument("bundle", type=Path, metavar="BUNDLE")
+    add.add_argument("--site-data", required=True, type=Path, metavar="DIR", help="accepted submissions")
+    add.add_argument("--site", type=Path, metavar="SITE", help="rebuild this site from DIR afterwards")
+    add.set_defaults(func=run_add)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from leaderboard.site import build_site
+
+    summary = build_site(args.runs, args.out, args.references)
+    print(summary.describe())
+    return 0
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    from leaderboard.submissions import write_bundle
+
+    path = write_bundle(args.runs, args.team, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from leaderboard.submissions import accepted_roots, add_bundle
+
+    result = add_bundle(args.bundle, args.site_data)
+    print(result.describe())
+    if args.site is not None:
+        from leaderboard.site import build_site
+
+        print(build_site(accepted_roots(args.site_data), args.site, None).describe())
+    return 0
