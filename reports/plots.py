@@ -12,7 +12,7 @@ to MAX_ARROWS (beyond that, as one line trace of segments).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,161 +21,37 @@ from leaderboard.catalog import (
     HELPFULNESS_SUITES,
     Catalog,
     CheckpointView,
-    Metric,
     RunView,
     average,
     primary_value,
 )
 from reports.compare import paired_scores, skip_reason
+from reports.figure_parts import (
+    SAFETY_SUITE,
+    Figure,
+    arrow,
+    base_layout,
+    comparable_run,
+    display_names,
+    empty_figure,
+    error_bars,
+    escape,
+    finish_figure,
+    hover_head,
+    judge_of,
+    lineage_pairs,
+    metric_of,
+    pct,
+    stage_of,
+    stages_in_order,
+)
 
-Figure = dict[str, Any]
 MAX_ARROWS = 300  # more arrow annotations than this make plotly's SVG layer sluggish
 MAX_GROUPS = 12  # stage_deltas: up to this many pairs get a trace each (bars grouped by suite)
 FIGURE_RESAMPLES = 2000  # bootstrap resamples per stage delta (a site can hold hundreds of pairs)
-SAFETY_SUITE = "safety"
 HARMFUL_REFUSAL = ("harmbench_refusal_rate", "xstest_unsafe_refusal_rate")
 OVER_REFUSAL = "xstest_safe_over_refusal_rate"
-STAGE_ORDER = ("base", "sft", "dpo", "rlvr")
 FIGURE_KEYS = ("safety_vs_helpfulness", "refusal_tradeoff", "stage_deltas", "alice_categories")
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def _num(value: float | None) -> float | None:
-    """A plain float for JSON (None for missing/NaN)."""
-    return None if value is None or math.isnan(value) else float(value)
-
-
-def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    layout: dict[str, Any] = {
-        "title": {"text": title},
-        "hovermode": "closest",
-        "margin": {"l": 70, "r": 30, "t": 60, "b": 70},
-        "legend": {"orientation": "h", "y": -0.2},
-        "annotations": [],
-    }
-    layout.update(extra)
-    return layout
-
-
-def _empty(title: str, needed: str) -> Figure:
-    layout = _layout(title, xaxis={"visible": False}, yaxis={"visible": False})
-    layout["annotations"] = [
-        {
-            "text": f"no data: {needed}",
-            "xref": "paper",
-            "yref": "paper",
-            "x": 0.5,
-            "y": 0.5,
-            "showarrow": False,
-            "font": {"size": 14},
-        }
-    ]
-    return _figure({"data": [], "layout": layout})
-
-
-def display_names(catalog: Catalog) -> dict[str, str]:
-    """checkpoint id -> a unique, readable name ("label (team)")."""
-    names: dict[str, str] = {}
-    used: set[str] = set()
-    for c in catalog.checkpoints:
-        name = c.label if c.team is None else f"{c.label} ({c.team})"
-        if name in used:
-            name = f"{name} [{c.id[-8:]}]"
-        used.add(name)
-        names[c.id] = name
-    return names
-
-
-def comparable_run(checkpoint: CheckpointView, suite: str, catalog: Catalog) -> RunView | None:
-    run = checkpoint.runs.get(suite)
-    return run if run is not None and run.complete and catalog.comparable(run) else None
-
-
-def _metric(checkpoint: CheckpointView, suite: str, name: str, catalog: Catalog) -> Metric | None:
-    run = comparable_run(checkpoint, suite, catalog)
-    metric = None if run is None else run.metrics.get(name)
-    return metric if metric is not None and metric.value is not None else None
-
-
-def lineage_pairs(catalog: Catalog) -> list[tuple[CheckpointView, CheckpointView]]:
-    """(parent, child) for each checkpoint whose registered parent is in the catalog: matched by
-    registry name = label, within the child's team first."""
-    by_team = {(c.team, c.label): c for c in catalog.checkpoints}
-    pairs = []
-    for child in catalog.checkpoints:
-        if child.parent is None:
-            continue
-        parent = by_team.get((child.team, child.parent)) or catalog.by_label(child.parent)
-        if parent is not None and parent.id != child.id:
-            pairs.append((parent, child))
-    parent_of = {child.id: parent for parent, child in pairs}
-
-    def depth(checkpoint: CheckpointView) -> int:  # generations above it in the catalog (cycle-safe)
-        seen = {checkpoint.id}
-        while (up := parent_of.get(checkpoint.id)) is not None and up.id not in seen:
-            seen.add(up.id)
-            checkpoint = up
-        return len(seen) - 1
-
-    # Oldest stage first (base -> sft before sft -> dpo), then by team and name.
-    return sorted(pairs, key=lambda pc: (pc[1].team or "", depth(pc[1]), pc[1].label))
-
-
-def _stage_of(checkpoint: CheckpointView) -> str:
-    return checkpoint.stage or "unregistered"
-
-
-def _stages(checkpoints: Iterable[CheckpointView]) -> list[str]:
-    present = {_stage_of(c) for c in checkpoints}
-    return [s for s in STAGE_ORDER if s in present] + sorted(present - set(STAGE_ORDER))
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}"
-
-
-def _hover_head(c: CheckpointView) -> str:
-    parts = [f"<b>{_escape(c.label)}</b>"]
-    if c.team:
-        parts.append(f"team: {_escape(c.team)}")
-    parts.append(f"stage: {_escape(_stage_of(c))}")
-    if c.base_model:
-        parts.append(f"base: {_escape(c.base_model)}")
-    if c.parent:
-        parts.append(f"parent: {_escape(c.parent)}")
-    return "<br>".join(parts)
-
-
-def _escape(text: str) -> str:
-    # Hover text is rendered by plotly as (a subset of) HTML: names come from students' registries.
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _judge(catalog: Catalog) -> str | None:
-    for c in catalog.checkpoints:
-        run = comparable_run(c, SAFETY_SUITE, catalog)
-        if run is not None:
-            return run.judge
-    return None
-
-
-def _error(metric: Metric) -> dict[str, Any]:
-    """Asymmetric error bar from a metric's CI (zero where the CI is missing)."""
-    value = metric.value or 0.0
-    high = 0.0 if metric.ci_high is None else max(0.0, metric.ci_high - value)
-    low = 0.0 if metric.ci_low is None else max(0.0, value - metric.ci_low)
-    return {"plus": high, "minus": low}
-
-
-def _arrow(x: float, y: float, ax: float, ay: float, text: str) -> dict[str, Any]:
-    return {
-        "x": x, "y": y, "ax": ax, "ay": ay,
-        "xref": "x", "yref": "y", "axref": "x", "ayref": "y",
-        "showarrow": True, "arrowhead": 3, "arrowsize": 1.2, "arrowwidth": 1.2,
-        "arrowcolor": "rgba(80,80,80,0.7)", "text": "", "hovertext": text, "standoff": 4,
-    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -200,8 +76,8 @@ def _tradeoff_points(catalog: Catalog) -> list[_Point]:
             continue
         used = [s for s, v in helpful.items() if v is not None]
         missing = [s for s, v in helpful.items() if v is None]
-        lines = [_hover_head(c), f"safety: {_pct(y)}", f"helpfulness: {_pct(x)} (mean of {', '.join(used)})"]
-        lines += [f"{s}: {_pct(v)}" for s, v in helpful.items() if v is not None]
+        lines = [hover_head(c), f"safety: {pct(y)}", f"helpfulness: {pct(x)} (mean of {', '.join(used)})"]
+        lines += [f"{s}: {pct(v)}" for s, v in helpful.items() if v is not None]
         if missing:
             lines.append(f"missing: {', '.join(missing)}")
         points.append(_Point(c, x, y, not missing, "<br>".join(lines)))
@@ -214,14 +90,14 @@ def safety_vs_helpfulness(catalog: Catalog) -> Figure:
     title = "Safety vs helpfulness"
     points = _tradeoff_points(catalog)
     if not points:
-        return _empty(
+        return empty_figure(
             title,
             "needs checkpoints with a safety run and at least one of ifeval, gsm8k, mbpp, "
             "run under each column's reference settings",
         )
     data = []
-    for stage in _stages(p.checkpoint for p in points):
-        members = [p for p in points if _stage_of(p.checkpoint) == stage]
+    for stage in stages_in_order(p.checkpoint for p in points):
+        members = [p for p in points if stage_of(p.checkpoint) == stage]
         data.append(
             {
                 "type": "scatter",
@@ -240,14 +116,14 @@ def safety_vs_helpfulness(catalog: Catalog) -> Figure:
         )
     at = {p.checkpoint.id: p for p in points}
     links = [(at[a.id], at[b.id]) for a, b in lineage_pairs(catalog) if a.id in at and b.id in at]
-    layout = _layout(
+    layout = base_layout(
         title,
         xaxis={"title": {"text": "helpfulness: mean of IFEval, GSM8K, MBPP primary"}, "tickformat": ".0%"},
-        yaxis={"title": {"text": f"safety score (judge: {_judge(catalog)})"}, "tickformat": ".0%"},
+        yaxis={"title": {"text": f"safety score (judge: {judge_of(catalog)})"}, "tickformat": ".0%"},
     )
     if len(links) <= MAX_ARROWS:
         layout["annotations"] = [
-            _arrow(
+            arrow(
                 child.x, child.y, parent.x, parent.y, f"{parent.checkpoint.label} → {child.checkpoint.label}"
             )
             for parent, child in links
@@ -260,7 +136,7 @@ def safety_vs_helpfulness(catalog: Catalog) -> Figure:
             ys += [parent.y, child.y, None]
         data.insert(0, {"type": "scatter", "mode": "lines", "name": "lineage", "x": xs, "y": ys,
                         "hoverinfo": "skip", "line": {"width": 1, "color": "rgba(80,80,80,0.35)"}})  # fmt: skip
-    return _figure({"data": data, "layout": layout})
+    return finish_figure({"data": data, "layout": layout})
 
 
 def refusal_tradeoff(catalog: Catalog) -> Figure:
@@ -269,8 +145,8 @@ def refusal_tradeoff(catalog: Catalog) -> Figure:
     title = "Harmful-prompt refusal vs over-refusal"
     rows = []
     for c in catalog.checkpoints:
-        over = _metric(c, SAFETY_SUITE, OVER_REFUSAL, catalog)
-        harm = {name: _metric(c, SAFETY_SUITE, name, catalog) for name in HARMFUL_REFUSAL}
+        over = metric_of(c, SAFETY_SUITE, OVER_REFUSAL, catalog)
+        harm = {name: metric_of(c, SAFETY_SUITE, name, catalog) for name in HARMFUL_REFUSAL}
         if over is not None and any(harm.values()):
             rows.append((c, over, harm))
     # One y metric for the whole figure: the first that every plotted checkpoint has.
@@ -279,14 +155,14 @@ def refusal_tradeoff(catalog: Catalog) -> Figure:
         y_name = next((n for n in HARMFUL_REFUSAL if any(h[n] is not None for _, _, h in rows)), None)
     rows = [r for r in rows if y_name is not None and r[2][y_name] is not None]
     if not rows or y_name is None:
-        return _empty(
+        return empty_figure(
             title,
             "needs safety runs (with XSTest safe prompts and HarmBench or XSTest unsafe prompts) "
             "under the safety column's reference settings",
         )
     data = []
-    for stage in _stages(c for c, _, _ in rows):
-        members = [(c, over, harm[y_name]) for c, over, harm in rows if _stage_of(c) == stage]
+    for stage in stages_in_order(c for c, _, _ in rows):
+        members = [(c, over, harm[y_name]) for c, over, harm in rows if stage_of(c) == stage]
         xs = [over for _, over, _ in members]
         ys = [y for _, _, y in members if y is not None]
         data.append(
@@ -296,12 +172,12 @@ def refusal_tradeoff(catalog: Catalog) -> Figure:
                 "name": stage,
                 "x": [m.value for m in xs],
                 "y": [m.value for m in ys],
-                "error_x": {"type": "data", "symmetric": False, "array": [_error(m)["plus"] for m in xs],
-                            "arrayminus": [_error(m)["minus"] for m in xs], "thickness": 1, "width": 0},
-                "error_y": {"type": "data", "symmetric": False, "array": [_error(m)["plus"] for m in ys],
-                            "arrayminus": [_error(m)["minus"] for m in ys], "thickness": 1, "width": 0},
+                "error_x": {"type": "data", "symmetric": False, "array": [error_bars(m)["plus"] for m in xs],
+                            "arrayminus": [error_bars(m)["minus"] for m in xs], "thickness": 1, "width": 0},
+                "error_y": {"type": "data", "symmetric": False, "array": [error_bars(m)["plus"] for m in ys],
+                            "arrayminus": [error_bars(m)["minus"] for m in ys], "thickness": 1, "width": 0},
                 "text": [
-                    f"{_hover_head(c)}<br>{y_name}: {_pct(y.value)}<br>{OVER_REFUSAL}: {_pct(x.value)}"
+                    f"{hover_head(c)}<br>{y_name}: {pct(y.value)}<br>{OVER_REFUSAL}: {pct(x.value)}"
                     for (c, _, _), x, y in zip(members, xs, ys, strict=True)
                 ],
                 "customdata": [c.id for c, _, _ in members],
@@ -309,14 +185,14 @@ def refusal_tradeoff(catalog: Catalog) -> Figure:
                 "marker": {"size": 9},
             }
         )  # fmt: skip
-    layout = _layout(
-        title + f" (judge: {_judge(catalog)})",
+    layout = base_layout(
+        title + f" (judge: {judge_of(catalog)})",
         xaxis={"title": {"text": "over-refusal of safe prompts (XSTest safe; lower is better)"},
                "tickformat": ".0%"},
         yaxis={"title": {"text": f"refusal of harmful prompts ({y_name}; higher is safer)"},
                "tickformat": ".0%"},
     )  # fmt: skip
-    return _figure({"data": data, "layout": layout})
+    return finish_figure({"data": data, "layout": layout})
 
 
 @dataclass(frozen=True)
@@ -375,7 +251,7 @@ def stage_deltas(catalog: Catalog) -> Figure:
     title = "Stage-to-stage deltas (child − parent, primary metric, 95% CI)"
     deltas = stage_deltas_data(catalog)
     if not deltas:
-        return _empty(
+        return empty_figure(
             title,
             "needs registered lineage (harness checkpoints add NAME REF --parent PARENT) and runs of "
             "the same suite for a checkpoint and its parent under the column's reference settings",
@@ -398,8 +274,8 @@ def stage_deltas(catalog: Catalog) -> Figure:
                 "arrayminus": [0.0 if d.ci_low is None else max(0.0, d.delta - d.ci_low) for d in items],
             },
             "text": [
-                f"<b>{_escape(pair_name(d))}</b><br>{d.suite} {d.metric}: {100 * d.delta:+.1f} pts"
-                f"<br>95% CI [{_pct(d.ci_low)}, {_pct(d.ci_high)}]<br>"
+                f"<b>{escape(pair_name(d))}</b><br>{d.suite} {d.metric}: {100 * d.delta:+.1f} pts"
+                f"<br>95% CI [{pct(d.ci_low)}, {pct(d.ci_high)}]<br>"
                 + (f"paired bootstrap over {d.n} common samples" if d.paired else "from the two runs' CIs")
                 for d in items
             ],
@@ -412,21 +288,21 @@ def stage_deltas(catalog: Catalog) -> Figure:
         data = []
         for key in pair_keys:
             items = [d for d in deltas if pair_name(d) == key]
-            data.append(bar(_escape(key), items, [d.suite for d in items]))
+            data.append(bar(escape(key), items, [d.suite for d in items]))
         x_title = "suite"
     else:
         data = []
         for suite in dict.fromkeys(d.suite for d in deltas):
             items = [d for d in deltas if d.suite == suite]
-            data.append(bar(suite, items, [_escape(pair_name(d)) for d in items]))
+            data.append(bar(suite, items, [escape(pair_name(d)) for d in items]))
         x_title = "parent → child"
-    layout = _layout(
+    layout = base_layout(
         title,
         barmode="group",
         xaxis={"title": {"text": x_title}, "type": "category"},
         yaxis={"title": {"text": "delta (child − parent)"}, "tickformat": "+.0%", "zeroline": True},
     )
-    return _figure({"data": data, "layout": layout})
+    return finish_figure({"data": data, "layout": layout})
 
 
 def _alice_categories() -> tuple[str, ...]:
@@ -447,14 +323,14 @@ def alice_categories(catalog: Catalog) -> Figure:
         None,
     )
     if suite is None:
-        return _empty(title, "needs alice (or alice-synth) runs under the column's reference settings")
+        return empty_figure(title, "needs alice (or alice-synth) runs under the column's reference settings")
     names = display_names(catalog)
     members = [c for c in catalog.checkpoints if comparable_run(c, suite, catalog) is not None]
     categories = [cat for cat in _alice_categories() if any(
-        _metric(c, suite, f"accuracy_{cat}", catalog) for c in members)]  # fmt: skip
+        metric_of(c, suite, f"accuracy_{cat}", catalog) for c in members)]  # fmt: skip
     data = []
     for category in categories:
-        cells = [(c, _metric(c, suite, f"accuracy_{category}", catalog)) for c in members]
+        cells = [(c, metric_of(c, suite, f"accuracy_{category}", catalog)) for c in members]
         present = [(c, m) for c, m in cells if m is not None]
         data.append(
             {
@@ -465,12 +341,12 @@ def alice_categories(catalog: Catalog) -> Figure:
                 "error_y": {
                     "type": "data",
                     "symmetric": False,
-                    "array": [_error(m)["plus"] for _, m in present],
-                    "arrayminus": [_error(m)["minus"] for _, m in present],
+                    "array": [error_bars(m)["plus"] for _, m in present],
+                    "arrayminus": [error_bars(m)["minus"] for _, m in present],
                 },
                 "text": [
-                    f"{_hover_head(c)}<br>{category}: {_pct(m.value)} (n={m.n})"
-                    f"<br>95% CI [{_pct(m.ci_low)}, {_pct(m.ci_high)}]"
+                    f"{hover_head(c)}<br>{category}: {pct(m.value)} (n={m.n})"
+                    f"<br>95% CI [{pct(m.ci_low)}, {pct(m.ci_high)}]"
                     for c, m in present
                 ],
                 "customdata": [c.id for c, _ in present],
@@ -478,13 +354,13 @@ def alice_categories(catalog: Catalog) -> Figure:
                 "textposition": "none",
             }
         )
-    layout = _layout(
+    layout = base_layout(
         f"{title} ({suite})",
         barmode="group",
         xaxis={"title": {"text": "checkpoint"}, "type": "category"},
         yaxis={"title": {"text": "accuracy"}, "tickformat": ".0%", "range": [0, 1]},
     )
-    return _figure({"data": data, "layout": layout})
+    return finish_figure({"data": data, "layout": layout})
 
 
 def site_figures(catalog: Catalog) -> dict[str, Figure]:
@@ -496,19 +372,3 @@ def site_figures(catalog: Catalog) -> dict[str, Figure]:
         "alice_categories": alice_categories(catalog),
     }
     return {key: figures[key] for key in FIGURE_KEYS}
-
-
-def _figure(figure: Figure) -> Figure:
-    cleaned: Figure = _clean(figure)
-    return cleaned
-
-
-def _clean(value: Any) -> Any:
-    """Make a figure strictly JSON: NaN/inf become None, tuples lists."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, float):
-        return _num(value) if math.isfinite(value) else None
-    return value

@@ -1,0 +1,65 @@
+"""`harness report`: a Markdown and a self-contained HTML report on runs or checkpoints.
+
+Arguments are run folders (or folders holding runs), registry names (`dpo-1`), `STAGE:TAG` references
+(`sft:latest`) or any checkpoint reference that has runs in the runs folder (`embedded`, `replay:F`).
+A checkpoint and its parent, or exactly two checkpoints, are compared sample by sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "report",
+        help="Markdown + HTML report: metrics, plots, comparison, examples, model card",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "targets", nargs="+", metavar="RUN_OR_CHECKPOINT", help="run folders or checkpoint references"
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="folder for report.md and report.html"
+    )
+    p.add_argument(
+        "--runs",
+        metavar="DIR",
+        help="runs folder for checkpoint references (default: $HARNESS_RUNS_DIR or ./runs)",
+    )
+    p.add_argument(
+        "--card",
+        type=Path,
+        metavar="FILE",
+        help="model card fields (YAML or JSON: training_data, intended_use, limitations, ...)",
+    )
+    p.add_argument(
+        "--examples",
+        type=_positive,
+        default=3,
+        metavar="N",
+        help="wins and losses shown per suite (default 3)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.store import runs_root
+    from reports.report import build_report
+
+    summary = build_report(args.targets, args.out, runs_root(args.runs), args.card, args.examples)
+    print(summary.describe())
+    return 0

@@ -1,0 +1,218 @@
+"""The model card of a report, as a course reproducibility package asks for it.
+
+Descriptive fields (training data, intended use, limitations, ...) come, field by field, from the
+registry entry's `details` (what training recorded), else from the `--card` file (YAML or JSON with the
+same keys), else they are a visible "not provided" placeholder the student must fill in. Evaluation
+settings come from the run manifests: suite versions, pinned settings, generation settings, seed,
+harness version and git revision, data sha256 and cost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import DataError
+from leaderboard.catalog import CheckpointView, RunView
+
+PLACEHOLDER = "NOT PROVIDED: fill this in (registry entry details or --card FILE)"
+REQUIRED = (
+    ("training_data", "Training data"),
+    ("intended_use", "Intended use"),
+    ("limitations", "Limitations"),
+)
+OPTIONAL = (
+    ("training_procedure", "Training procedure"),
+    ("out_of_scope_use", "Out-of-scope use"),
+    ("ethical_considerations", "Ethical considerations"),
+    ("authors", "Authors"),
+    ("license", "License"),
+    ("contact", "Contact"),
+)
+
+
+@dataclass(frozen=True)
+class CardField:
+    key: str
+    title: str
+    lines: tuple[str, ...]
+    source: str  # "registry entry", "card file" or "not provided"
+
+    @property
+    def provided(self) -> bool:
+        return self.source != "not provided"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    checkpoint: str
+    suite: str
+    version: str
+    settings_hash: str
+    pinned: str
+    generation: str
+    seed: int | None
+    limit: int | None
+    samples: str
+    data_source: str
+    data_sha256: str
+    harness: str
+    git: str
+    adapter: str
+    cost_usd: float
+    tokens: str
+    created_at: str
+    platform: str
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    subject: str  # the checkpoint the descriptive fields describe
+    reference: str
+    stage: str | None
+    base_model: str | None
+    lineage: tuple[str, ...]  # names, oldest first (registry), else just the subject
+    training: tuple[tuple[str, str], ...]  # hashes, seed and other recorded training details
+    fields: tuple[CardField, ...]
+    runs: tuple[RunSettings, ...]
+    total_cost_usd: float
+    card_file: str | None
+
+    @property
+    def missing(self) -> list[str]:
+        return [f.title for f in self.fields if not f.provided]
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise DataError(
+            f"Cannot read the card file {path} ({error.strerror}).", "Check the --card path."
+        ) from None
+    if path.suffix.lower() == ".json":
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"The card file {path} is not valid JSON ({error}).", _CARD_HINT) from None
+    else:
+        import yaml  # type: ignore[import-untyped]  # pyyaml comes with datasets; it ships no stubs
+
+        try:
+            payload = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise DataError(f"The card file {path} is not valid YAML ({error}).", _CARD_HINT) from None
+    if not isinstance(payload, dict):
+        raise DataError(f"The card file {path} is not a mapping of fields.", _CARD_HINT)
+    return {str(k): v for k, v in payload.items()}
+
+
+_CARD_HINT = "Write a YAML or JSON mapping with keys training_data, intended_use, limitations, ..."
+
+
+def _lines(value: Any) -> tuple[str, ...]:
+    if isinstance(value, Mapping):
+        return tuple(f"{k}: {_flat(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return tuple(_flat(v) for v in value)
+    return tuple(line for line in str(value).strip().splitlines() if line.strip()) or ("",)
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+def _field(key: str, title: str, details: Mapping[str, Any], card: Mapping[str, Any]) -> CardField:
+    for source, values in (("registry entry", details), ("card file", card)):
+        value = values.get(key)
+        if value not in (None, "", [], {}):
+            return CardField(key, title, _lines(value), source)
+    return CardField(key, title, (PLACEHOLDER,), "not provided")
+
+
+def _entry_record(
+    checkpoint: CheckpointView, registry_entries: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The registry entry as the runs recorded it, updated by the registry file when it is at hand."""
+    record: dict[str, Any] = {}
+    for run in checkpoint.runs.values():
+        if run.manifest.lineage:
+            record.update(run.manifest.lineage)
+    record.update(registry_entries.get(checkpoint.label, {}))
+    return record
+
+
+def _run_settings(label: str, run: RunView) -> RunSettings:
+    m = run.manifest
+    g = m.generation
+    stop = f", stop={len(g.stop)} strings" if g.stop else ""
+    return RunSettings(
+        checkpoint=label,
+        suite=m.suite,
+        version=m.suite_version,
+        settings_hash=m.settings_hash,
+        pinned="; ".join(f"{k}={_flat(v)}" for k, v in sorted(m.suite_settings.items())),
+        generation=f"max_tokens={g.max_tokens}, temperature={g.temperature}, top_p={g.top_p}, n={g.n}{stop}",
+        seed=g.seed,
+        limit=m.limit,
+        samples=f"{m.n_samples}/{m.n_total}",
+        data_source=m.data_source,
+        data_sha256=m.data_sha256,
+        harness=m.harness_version,
+        git=(m.git_revision or "unknown") + (" (dirty)" if m.git_dirty else ""),
+        adapter=m.adapter,
+        cost_usd=m.cost_usd,
+        tokens=f"{m.prompt_tokens} prompt / {m.completion_tokens} completion",
+        created_at=m.created_at,
+        platform=f"Python {m.python}, {m.platform}",
+    )
+
+
+def build_card(
+    subject: CheckpointView,
+    covered: Sequence[CheckpointView],
+    card: Mapping[str, Any],
+    card_file: Path | None,
+    registry_entries: Mapping[str, Mapping[str, Any]],
+    lineage: Sequence[str],
+) -> ModelCard:
+    entry = _entry_record(subject, registry_entries)
+    details = entry.get("details") or {}
+    fields = [_field(key, title, details, card) for key, title in REQUIRED]
+    fields += [
+        _field(key, title, details, card) for key, title in OPTIONAL if details.get(key) or card.get(key)
+    ]
+    known = {key for key, _ in (*REQUIRED, *OPTIONAL)}
+    fields += [
+        CardField(key, key.replace("_", " ").capitalize(), _lines(value), "card file")
+        for key, value in card.items()
+        if key not in known and value not in (None, "", [], {})
+    ]
+    training = [
+        (name, _flat(entry[key]))
+        for key, name in (
+            ("config_sha256", "config sha256"),
+            ("data_sha256", "data sha256"),
+            ("seed", "seed"),
+        )
+        if entry.get(key) is not None
+    ]
+    training += [(str(k), _flat(v)) for k, v in details.items() if k not in known]
+    runs = tuple(_run_settings(c.label, r) for c in covered for r in c.runs.values())
+    return ModelCard(
+        subject=subject.label,
+        reference=subject.reference,
+        stage=subject.stage,
+        base_model=subject.base_model,
+        lineage=tuple(lineage) or (subject.label,),
+        training=tuple(training),
+        fields=tuple(fields),
+        runs=runs,
+        total_cost_usd=sum(r.cost_usd for r in runs),
+        card_file=None if card_file is None else str(card_file),
+    )
