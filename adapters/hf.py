@@ -244,7 +244,7 @@ class HfAdapter:
                     finish_reasons=tuple(reasons),
                     prompt_tokens=int(prompt_lengths[i]),
                     completion_tokens=used,
-                    latency_s=latency,
+                    latency_s=latency / len(rows),  # a share of the batch: sums to generation time
                 )
             )
         return completions

@@ -1,0 +1,120 @@
+"""Per-sample data of one run, read once: the sample browser's records and the compare page's scores.
+
+A sample is *correct* when its primary per-sample score reaches the maximum (1.0). The per-sample
+score behind a primary metric is the metric itself, except where the metric is an aggregate of
+another per-sample value (safety_score averages `safe_outcome` over strata).
+Categories come from the sample's recorded fields: `subset`/`category` (safety), the
+`<primary>_<category>` score keys (alice), the instruction ids (ifeval).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import DataError
+from harness.store import SAMPLES
+from leaderboard.catalog import RunView
+
+PER_SAMPLE_OF = {"safety_score": "safe_outcome"}  # aggregate metric -> per-sample value it averages
+STRATUM_OF = {"safety_score": "subset"}  # metric that is a mean of per-stratum means -> stratum field
+CORRECT_AT = 1.0 - 1e-9
+
+
+@dataclass(frozen=True)
+class RunSamples:
+    score_key: str  # the per-sample score used as "primary"
+    records: list[dict[str, Any]]  # sample browser records (JSON-able)
+    ids: list[str]
+    scores: list[float | None]
+    categories: list[str]
+    strata: list[str] | None  # per-sample stratum when the primary metric is a mean of stratum means
+
+
+def per_sample_key(primary: str, keys: Mapping[str, Any]) -> str:
+    if primary in keys:
+        return primary
+    fallback = PER_SAMPLE_OF.get(primary)
+    if fallback is not None and fallback in keys:
+        return fallback
+    return sorted(keys)[0] if keys else primary
+
+
+def _categories(row: Mapping[str, Any], primary: str) -> list[str]:
+    extracted = row.get("extracted") or {}
+    out: list[str] = []
+    for key in ("subset", "category"):
+        value = extracted.get(key)
+        if isinstance(value, str) and value:
+            out.append(value)
+    prefix = primary + "_"
+    out.extend(k[len(prefix) :] for k in (row.get("scores") or {}) if k.startswith(prefix))
+    instructions = extracted.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        out.extend(i.strip() for i in instructions.split(",") if i.strip())
+    elif isinstance(instructions, list):
+        out.extend(str(i) for i in instructions)
+    return out
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def read_run_samples(run: RunView) -> RunSamples:
+    """One pass over samples.jsonl (raw JSON, no dataclasses: this is the build's hot loop)."""
+    path = run.run_dir / SAMPLES
+    records: list[dict[str, Any]] = []
+    ids: list[str] = []
+    scores: list[float | None] = []
+    categories: set[str] = set()
+    score_key: str | None = None
+    stratum_field = STRATUM_OF.get(run.primary)
+    strata: list[str] | None = [] if stratum_field else None
+    if not path.is_file():
+        return RunSamples(run.primary, [], [], [], [], strata)
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith("\n"):
+                break  # a torn last line (the run is being written or crashed): the harness redoes it
+            try:
+                row = json.loads(line)
+                sample_scores = row["scores"]
+                sample_id = str(row["id"])
+            except (ValueError, KeyError, TypeError) as error:
+                raise DataError(
+                    f"{path} line {number} is corrupt ({type(error).__name__}: {str(error)[:120]}).",
+                    "Repair or delete the run (see `harness runs`), then rebuild the site.",
+                ) from None
+            if score_key is None:
+                score_key = per_sample_key(run.primary, sample_scores)
+            raw = sample_scores.get(score_key)
+            score = float(raw) if isinstance(raw, int | float) else None
+            cats = _categories(row, run.primary)
+            categories.update(cats)
+            extracted = {str(k): _text(v) for k, v in (row.get("extracted") or {}).items()}
+            responses = [str(t) for c in row.get("completions") or [] for t in c.get("texts") or []]
+            correct = score is not None and score >= CORRECT_AT
+            records.append(
+                {
+                    "id": sample_id,
+                    "prompt": str(row.get("prompt", "")),
+                    "target": str(row.get("target", "")),
+                    "responses": responses,
+                    "extracted": extracted,
+                    "scores": {str(k): v for k, v in sample_scores.items()},
+                    "s": score,
+                    "correct": correct,
+                    "verdict": extracted.get("verdict") or ("correct" if correct else "incorrect"),
+                    "cats": cats,
+                }
+            )
+            ids.append(sample_id)
+            scores.append(score)
+            if strata is not None and stratum_field is not None:
+                strata.append(str(extracted.get(stratum_field) or ""))
+    return RunSamples(score_key or run.primary, records, ids, scores, sorted(categories), strata)
