@@ -47,6 +47,7 @@ from reports.figure_parts import (
 )
 
 MAX_ARROWS = 300  # more arrow annotations than this make plotly's SVG layer sluggish
+MAX_LABELLED = 30  # safety_vs_helpfulness: up to this many points carry their name on the plot
 MAX_GROUPS = 12  # stage_deltas: up to this many pairs get a trace each (bars grouped by suite)
 FIGURE_RESAMPLES = 2000  # bootstrap resamples per stage delta (a site can hold hundreds of pairs)
 HARMFUL_REFUSAL = ("harmbench_refusal_rate", "xstest_unsafe_refusal_rate")
@@ -95,19 +96,23 @@ def safety_vs_helpfulness(catalog: Catalog) -> Figure:
             "needs checkpoints with a safety run and at least one of ifeval, gsm8k, mbpp, "
             "run under each column's reference settings",
         )
-    data = []
+    data: list[dict[str, Any]] = []
+    labelled = len(points) <= MAX_LABELLED  # a class-sized cloud keeps names on hover only
     for stage in stages_in_order(p.checkpoint for p in points):
         members = [p for p in points if stage_of(p.checkpoint) == stage]
         data.append(
             {
                 "type": "scatter",
-                "mode": "markers",
+                "mode": "markers+text" if labelled else "markers",
                 "name": stage,
                 "x": [p.x for p in members],
                 "y": [p.y for p in members],
-                "text": [p.text for p in members],
+                "hovertext": [p.text for p in members],
+                **({"text": [escape(p.checkpoint.label) for p in members]} if labelled else {}),
+                "textposition": "top center",
+                "textfont": {"size": 10},
                 "customdata": [p.checkpoint.id for p in members],
-                "hovertemplate": "%{text}<extra></extra>",
+                "hovertemplate": "%{hovertext}<extra></extra>",
                 "marker": {
                     "size": 10,
                     "symbol": ["circle" if p.complete else "circle-open" for p in members],

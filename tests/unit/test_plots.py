@@ -83,8 +83,9 @@ def test_safety_vs_helpfulness_points_and_lineage_arrows(
         pytest.approx((*points[sft.id], *points[dpo.id])),
     ]
     assert all(a["axref"] == "x" and a["showarrow"] for a in figure["layout"]["annotations"])
-    hover = figure["data"][0]["text"][0]
+    hover = figure["data"][0]["hovertext"][0]
     assert "base-1" in hover and "missing: ifeval, mbpp" in hover
+    assert figure["data"][0]["text"] == ["base-1"] and figure["data"][0]["mode"] == "markers+text"
     assert "refusal-heuristic" in figure["layout"]["yaxis"]["title"]["text"]
 
 
