@@ -420,3 +420,21 @@ def test_mbpp_is_rescored_in_the_sandbox_and_a_model_judged_run_says_it_was_not(
         tampered, tmp_path / "site2", f"re-scoring the stored responses with the mbpp scorer gives other per-sample "
         f"scores for 1 sample(s): {tasks[0].id} (pass@1: 1.0 stored, 0.0 re-scored)",
     )  # fmt: skip
+
+
+def test_add_rebuilds_the_site_with_the_accepted_team(runs: Runs, tmp_path: Path) -> None:
+    site_data, site = tmp_path / "site-data", tmp_path / "site"
+    proc = harness(
+        "leaderboard",
+        "add",
+        str(runs.bundle),
+        "--site-data",
+        str(site_data),
+        "--site",
+        str(site),
+        env=cli_env(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "accepted bundle" in proc.stdout and "2 runs" in proc.stdout.splitlines()[-1]
+    index = (site / "data" / "index.js").read_text()
+    assert '"team":"owls"' in index and (site / "index.html").is_file()
