@@ -8,17 +8,10 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from harness.cli.argtypes import whole_number
 from harness.types import GenerationSettings
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+_positive = whole_number(1)
 
 
 def _usd(text: str) -> float:

@@ -11,15 +11,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from harness.cli.argtypes import whole_number
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+_non_negative = whole_number(0)
 
 
 def register(commands: Any) -> None:
@@ -48,7 +42,7 @@ def register(commands: Any) -> None:
     )
     p.add_argument(
         "--examples",
-        type=_positive,
+        type=_non_negative,
         default=3,
         metavar="N",
         help="wins and losses shown per suite (default 3)",
