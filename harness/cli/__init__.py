@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     "export-hf",
     "leaderboard",
     "report",
+    "gate",
     "doctor",
 )
 
