@@ -49,7 +49,9 @@ class WatchedPage:
     watch: PageWatch
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running on the main thread
+# while it is open, and every later test that calls asyncio.run() would then fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     binary = chromium_binary()
     if binary is None:
