@@ -7,11 +7,11 @@ that differ between the two runs of a suite are listed prominently in all three.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from harness.gate import MetricGate, Verdict
+from harness.stats import json_number
 
 if TYPE_CHECKING:
     from harness.cli.gate_cmd import SuiteResult
@@ -20,20 +20,16 @@ if TYPE_CHECKING:
 EXIT_CODES = {"PASS": 0, "FAIL": 10, "INCONCLUSIVE": 11, "refused": 2, "missing run": 4}
 
 
-def _num(x: float) -> float | None:
-    return None if math.isnan(x) else x
-
-
 def _metric_record(m: MetricGate) -> dict[str, Any]:
     d = m.delta
     return {
         "metric": m.metric,
         "role": m.role,
         "n": m.n,
-        "baseline": _num(d.mean_a),
-        "candidate": _num(d.mean_b),
-        "delta": _num(d.delta),
-        "ci": [_num(d.ci_low), _num(d.ci_high)],
+        "baseline": json_number(d.mean_a),
+        "candidate": json_number(d.mean_b),
+        "delta": json_number(d.delta),
+        "ci": [json_number(d.ci_low), json_number(d.ci_high)],
         "ci_level": d.level,
         "pass_bound": m.pass_bound,
         "test": m.test,

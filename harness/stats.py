@@ -17,6 +17,11 @@ from harness.types import MetricValue
 Z95 = 1.959963984540054
 
 
+def json_number(value: float | None) -> float | None:
+    """A plain float for JSON records: None for a missing or NaN value (JSON has no NaN)."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
 def stderr_of_mean(values: Sequence[float]) -> float:
     n = len(values)
     if n < 2:

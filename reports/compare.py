@@ -17,7 +17,6 @@ safe-outcome rate (the natural paired test for it; strata do not change which pa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from harness.paired import (
     paired_bootstrap,
     sign_flip_test,
 )
+from harness.stats import json_number
 from harness.store import SampleRecord
 from leaderboard.catalog import Catalog, CheckpointView, RunView
 
@@ -98,10 +98,6 @@ class Comparison:
         }
 
 
-def _num(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else value
-
-
 def _suite_record(s: SuiteComparison, max_flips: int | None) -> dict[str, Any]:
     d = s.delta
     flips = s.flips if max_flips is None else s.flips[:max_flips]
@@ -113,14 +109,14 @@ def _suite_record(s: SuiteComparison, max_flips: int | None) -> dict[str, Any]:
         "run_a": str(s.run_a),
         "run_b": str(s.run_b),
         "n": d.n,
-        "mean_a": _num(d.mean_a),
-        "mean_b": _num(d.mean_b),
-        "delta": _num(d.delta),
-        "ci": [_num(d.ci_low), _num(d.ci_high)],
-        "stderr": _num(d.stderr),
+        "mean_a": json_number(d.mean_a),
+        "mean_b": json_number(d.mean_b),
+        "delta": json_number(d.delta),
+        "ci": [json_number(d.ci_low), json_number(d.ci_high)],
+        "stderr": json_number(d.stderr),
         "test": s.test,
-        "p_value": _num(s.p_value),
-        "p_adjusted": _num(s.p_adjusted),
+        "p_value": json_number(s.p_value),
+        "p_adjusted": json_number(s.p_adjusted),
         "b01": None if s.mcnemar is None else s.mcnemar.b01,
         "b10": None if s.mcnemar is None else s.mcnemar.b10,
         "only_a": s.only_a,

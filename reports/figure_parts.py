@@ -6,16 +6,12 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from harness.stats import json_number
 from leaderboard.catalog import Catalog, CheckpointView, Metric, RunView
 
 Figure = dict[str, Any]
 SAFETY_SUITE = "safety"
 STAGE_ORDER = ("base", "sft", "dpo", "rlvr")
-
-
-def num(value: float | None) -> float | None:
-    """A plain float for JSON (None for missing/NaN)."""
-    return None if value is None or math.isnan(value) else float(value)
 
 
 def base_layout(title: str, **extra: Any) -> dict[str, Any]:
@@ -161,5 +157,5 @@ def clean_json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [clean_json(v) for v in value]
     if isinstance(value, float):
-        return num(value) if math.isfinite(value) else None
+        return json_number(value) if math.isfinite(value) else None
     return value

@@ -9,10 +9,10 @@ for display (the full text stays in samples.jsonl).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from harness.stats import json_number
 from leaderboard.catalog import Catalog, CheckpointView
 from reports.compare import FlippedExample, SuiteComparison, compare_checkpoints
 
@@ -76,10 +76,6 @@ class Pair:
     examples: tuple[SuiteExamples, ...]
 
 
-def _num(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else value
-
-
 def _clip(text: str) -> tuple[str, bool]:
     return (text, False) if len(text) <= MAX_CHARS else (text[:MAX_CHARS], True)
 
@@ -113,14 +109,14 @@ def _delta_row(s: SuiteComparison) -> DeltaRow:
         metric=s.metric,
         score_key=s.score_key,
         n=d.n,
-        a=_num(d.mean_a),
-        b=_num(d.mean_b),
-        delta=_num(d.delta),
-        ci_low=_num(d.ci_low),
-        ci_high=_num(d.ci_high),
+        a=json_number(d.mean_a),
+        b=json_number(d.mean_b),
+        delta=json_number(d.delta),
+        ci_low=json_number(d.ci_low),
+        ci_high=json_number(d.ci_high),
         test=s.test,
-        p_value=_num(s.p_value),
-        p_adjusted=_num(s.p_adjusted),
+        p_value=json_number(s.p_value),
+        p_adjusted=json_number(s.p_adjusted),
         note=note,
     )
 
