@@ -16,7 +16,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from harness.errors import DataError, UsageError
 from harness.manifest import now_iso
 
 REGISTRY_FILE = "registry.jsonl"
+TAG_KIND = "tag"  # a line that moves a tag onto an existing entry (e.g. `best`, set by `harness pipeline`)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NTH = re.compile(r"^v([1-9][0-9]*)$")
 
@@ -113,8 +114,12 @@ class CheckpointRegistry:
                 if not line.strip():
                     continue
                 try:
-                    entries.append(CheckpointEntry.from_record(json.loads(line)))
-                except (ValueError, KeyError, TypeError) as error:
+                    record = json.loads(line)
+                    if record.get("kind") == TAG_KIND:
+                        entries = _moved_tag(entries, str(record["name"]), str(record["tag"]))
+                    else:
+                        entries.append(CheckpointEntry.from_record(record))
+                except (ValueError, KeyError, TypeError, AttributeError) as error:
                     raise DataError(
                         f"The checkpoint registry {self.path} line {number} is corrupt "
                         f"({type(error).__name__}: {error}).",
@@ -200,22 +205,7 @@ class CheckpointRegistry:
                 f"'{reference}' is itself a registry reference.",
                 "Register the checkpoint's concrete reference (hf:PATH, tinker://..., http://...#MODEL, ...).",
             )
-        parent_entry = None if parent is None else self.resolve_parent(parent)
-        entry = CheckpointEntry(
-            name=name,
-            reference=reference,
-            stage=stage,
-            base_model=base_model or (parent_entry.base_model if parent_entry else reference),
-            parent=None if parent_entry is None else parent_entry.name,
-            tags=tuple(tags),
-            config_sha256=config_sha256,
-            data_sha256=data_sha256,
-            seed=seed,
-            created_at=now_iso(),
-            details=dict(details or {}),
-        )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(entry.to_record(), ensure_ascii=False, sort_keys=True) + "\n"
         with self.path.open("a+", encoding="utf-8") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # another writer may have appended since we read
             handle.seek(0)
@@ -225,12 +215,53 @@ class CheckpointRegistry:
                     f"A checkpoint named '{name}' is already in the registry {self.path}.",
                     "Names are unique; pick another (tags can be shared: --tag).",
                 )
+            parent_entry = None if parent is None else self.resolve_parent(parent)
+            entry = CheckpointEntry(
+                name=name,
+                reference=reference,
+                stage=stage,
+                base_model=base_model or (parent_entry.base_model if parent_entry else reference),
+                parent=None if parent_entry is None else parent_entry.name,
+                tags=tuple(tags),
+                config_sha256=config_sha256,
+                data_sha256=data_sha256,
+                seed=seed,
+                created_at=now_iso(),
+                details=dict(details or {}),
+            )
+            line = json.dumps(entry.to_record(), ensure_ascii=False, sort_keys=True) + "\n"
             handle.seek(0, os.SEEK_END)
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
         self.entries.append(entry)
         return entry
+
+    def tag(self, name: str, tag: str) -> CheckpointEntry:
+        """Move `tag` onto the entry `name` (off any other entry): one appended line."""
+        if not _NAME.match(tag) or _NTH.match(tag) or tag == "latest":
+            raise UsageError(
+                f"Invalid tag '{tag}'.", "Use letters, digits, '.', '_' and '-', not latest or vN."
+            )
+        line = json.dumps(
+            {"kind": TAG_KIND, "name": name, "tag": tag, "created_at": now_iso()}, sort_keys=True
+        )
+        with self.path.open("a+", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            self.entries = [] if not handle.read(1) else self._read()
+            if self.by_name(name) is None:
+                raise UsageError(
+                    f"No checkpoint named '{name}' in the registry {self.path}.", self.known_text()
+                )
+            handle.seek(0, os.SEEK_END)
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.entries = _moved_tag(self.entries, name, tag)
+        found = self.by_name(name)
+        assert found is not None
+        return found
 
     def lineage(self, entry: CheckpointEntry) -> list[CheckpointEntry]:
         """The entry and its ancestors, oldest first (stops at a dangling parent or a cycle)."""
@@ -239,6 +270,19 @@ class CheckpointRegistry:
             chain.append(found)
             seen.add(parent)
         return list(reversed(chain))
+
+
+def _moved_tag(entries: list[CheckpointEntry], name: str, tag: str) -> list[CheckpointEntry]:
+    target = next((e for e in entries if e.name == name), None)
+    if target is None:
+        raise ValueError(f"the tag line names no earlier entry '{name}'")
+    out = []
+    for entry in entries:
+        tags = tuple(t for t in entry.tags if t != tag)  # a moved tag names one checkpoint
+        if entry.name == name:
+            tags = (*tags, tag)
+        out.append(replace(entry, tags=tags) if tags != entry.tags else entry)
+    return out
 
 
 def resolve_registry_ref(ref: RegistryRef, runs_root: Path | None = None) -> CheckpointEntry:

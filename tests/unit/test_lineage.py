@@ -164,3 +164,19 @@ def test_eval_through_a_stage_tag_runs_the_concrete_checkpoint_and_records_linea
     assert manifest["checkpoint"] == f"replay:{replay}"  # stored as what it is, not as a moving tag
     assert manifest["lineage"]["name"] == "gold" and manifest["lineage"]["parent"] == "base"
     assert manifest["lineage"]["base_model"] == "embedded"
+
+
+def test_a_moved_tag_names_one_checkpoint_and_survives_a_reload(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    registry.tag("sft-a", "best")  # was on sft-b
+    assert _resolve(registry, "sft:best") == "sft-a"
+    registry.tag("dpo-1", "best")  # moves across stages: one holder in the whole registry
+    reloaded = CheckpointRegistry(tmp_path / "registry.jsonl")
+    assert _resolve(reloaded, "dpo:best") == "dpo-1"
+    with pytest.raises(UsageError, match="No checkpoint 'sft:best'"):
+        _resolve(reloaded, "sft:best")
+    assert [e.name for e in reloaded.entries] == ["base", "sft-a", "sft-b", "dpo-1"]  # tag lines add no entry
+    with pytest.raises(UsageError, match="No checkpoint named 'nope'"):
+        reloaded.tag("nope", "best")
+    with pytest.raises(UsageError, match="Invalid tag 'v2'"):
+        reloaded.tag("sft-a", "v2")
