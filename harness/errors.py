@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     ENDPOINT = 3  # endpoint unreachable, rejected the key, or kept failing after retries
     DATA = 4  # data dir missing, dataset unavailable offline, corrupt run files
     MISSING_EXTRA = 5  # the backend for this checkpoint form is not installed
+    CONTAMINATED = 12  # training data overlaps a suite's prompts (harness decontam, training stages)
     INTERRUPTED = 130  # Ctrl-C; finished samples are kept
 
 
@@ -45,3 +46,7 @@ class DataError(HarnessError):
 
 class MissingExtraError(HarnessError):
     exit_code = ExitCode.MISSING_EXTRA
+
+
+class ContaminationError(HarnessError):
+    exit_code = ExitCode.CONTAMINATED
