@@ -1,0 +1,100 @@
+"""`harness package CHECKPOINT --kaggle`: write submission.zip for the Kaggle NVIDIA Nemotron reasoning
+challenge: adapter_config.json and the adapter weights at the zip's root, deterministic bytes.
+
+CHECKPOINT: hf:BASE+lora:DIR, vllm:BASE+lora:DIR, a registry tag naming one (sft:latest, dpo:best), or the
+LoRA folder itself. Refused (exit 2 or 4, nothing written): a rank above 32 (r or rank_pattern), weights
+whose LoRA shapes disagree with the config, missing or unreadable weights, DoRA/modules_to_save/biases,
+and references that hold no LoRA (GGUF, endpoints, Tinker samplers: download the adapter first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from harness.cli.argtypes import whole_number
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "package", help="package a LoRA adapter for submission (--kaggle)", description=__doc__
+    )
+    p.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="a LoRA reference, registry tag or adapter folder"
+    )
+    p.add_argument(
+        "--kaggle", action="store_true", help="the Kaggle Nemotron reasoning challenge's submission.zip"
+    )
+    p.add_argument(
+        "--out", default="submission.zip", metavar="FILE", help="the zip to write (default submission.zip)"
+    )
+    p.add_argument(
+        "--max-rank",
+        type=whole_number(1),
+        default=32,
+        metavar="R",
+        help="highest LoRA rank accepted (default 32)",
+    )
+    p.add_argument(
+        "--runs",
+        metavar="DIR",
+        help="runs folder holding the registry (default: $HARNESS_RUNS_DIR or ./runs)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.errors import UsageError
+    from harness.store import runs_root
+    from training.package import KAGGLE_BASE_MODEL, KAGGLE_MAX_RANK, package_kaggle
+
+    if not args.kaggle:
+        raise UsageError(
+            "harness package needs a target, and --kaggle (the Kaggle NVIDIA Nemotron reasoning challenge's "
+            "submission.zip) is the only one so far.",
+            f"Run: harness package {args.checkpoint} --kaggle",
+        )
+    out = Path(args.out).expanduser().resolve()
+    result = package_kaggle(args.checkpoint, out, args.max_rank, runs_root(args.runs))
+    adapter = result.adapter
+    if args.json:
+        payload = {
+            "target": "kaggle", "zip": str(result.path), "size_bytes": result.size_bytes, "sha256": result.sha256,
+            "files": [{"name": name, "size_bytes": size} for name, size in result.files],
+            "checkpoint": result.checkpoint, "adapter_folder": str(adapter.folder), "rank": adapter.rank,
+            "max_module_rank": adapter.max_rank, "rank_limit": args.max_rank, "lora_modules": adapter.lora_modules,
+            "base_model": adapter.base_model, "warnings": list(result.warnings),
+        }  # fmt: skip
+        print(json.dumps(payload, indent=2))
+        return 0
+    print(f"wrote {result.path} ({_size(result.size_bytes)}, sha256 {result.sha256})")
+    for name, size in result.files:
+        print(f"  {name:<28} {size:>14,} bytes")
+    ranks = f"r={adapter.rank}" + (
+        f", up to {adapter.max_rank} in rank_pattern" if adapter.max_rank != adapter.rank else ""
+    )
+    print(
+        f"LoRA {ranks} (limit {args.max_rank}; the evaluator's max_lora_rank is {KAGGLE_MAX_RANK}), "
+        f"{adapter.lora_modules} modules, from {adapter.folder}"
+    )
+    print(
+        f"Kaggle evaluates it with vLLM on {KAGGLE_BASE_MODEL}: upload {result.path.name} as the submission."
+    )
+    for warning in result.warnings:
+        print(f"harness: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n:,} bytes"
+    if n < 1024**2:
+        return f"{n / 1024:.1f} KiB"
+    if n < 1024**3:
+        return f"{n / 1024**2:.1f} MiB"
+    return f"{n / 1024**3:.2f} GiB"
