@@ -155,6 +155,7 @@ class MBPP:
     data_file = "mbpp/mbpp.jsonl"
     hub_config = "full"
     text_field = "text"
+    task_ids: range = TEST_IDS  # training code reads the train tasks (601-974) through a subclass
 
     def default_settings(self) -> GenerationSettings:
         return GenerationSettings(max_tokens=512, temperature=0.0)
@@ -189,7 +190,7 @@ class MBPP:
 
     def load(self, source: DataSource, limit: int | None) -> LoadedData:
         rows, origin = self._rows(source)
-        test_rows = [r for r in rows if isinstance(r.get("task_id"), int) and r["task_id"] in TEST_IDS]
+        test_rows = [r for r in rows if isinstance(r.get("task_id"), int) and r["task_id"] in self.task_ids]
         samples = []
         for row in test_rows:
             text, code, tests = row.get(self.text_field), row.get("code"), row.get("test_list")

