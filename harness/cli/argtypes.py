@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adapters import AdapterOptions
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:
@@ -19,3 +23,38 @@ def whole_number(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def add_backend_flags(p: Any) -> None:
+    """How to reach the model: the flags `harness eval` and `harness curate` share."""
+    positive = whole_number(1)
+    p.add_argument("--concurrency", type=positive, help="requests in flight for endpoints (default 64)")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request timeout in seconds")
+    p.add_argument(
+        "--max-attempts", type=positive, default=8, help="tries per request before giving up (default 8)"
+    )
+    p.add_argument(
+        "--batch-size", type=positive, help="prompts per generate call for hf: and vllm: checkpoints"
+    )
+    p.add_argument(
+        "--device", metavar="DEV", help="hf: torch device (cpu, cuda, cuda:1; default: cuda if present)"
+    )
+    p.add_argument(
+        "--tensor-parallel-size", type=positive, default=1, metavar="N", help="vllm: GPUs to shard over"
+    )
+    p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the endpoint's API key")
+
+
+def adapter_options(args: argparse.Namespace, price_table: str | None = None) -> AdapterOptions:
+    from adapters import AdapterOptions
+
+    return AdapterOptions(
+        concurrency=args.concurrency,
+        timeout_s=args.timeout,
+        api_key_env=args.api_key_env,
+        max_attempts=args.max_attempts,
+        batch_size=args.batch_size,
+        device=args.device,
+        tensor_parallel_size=args.tensor_parallel_size,
+        price_table=price_table,
+    )

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from harness.cli.argtypes import whole_number
+from harness.cli.argtypes import adapter_options, add_backend_flags, whole_number
 
 _positive = whole_number(1)
 
@@ -54,13 +54,7 @@ def register(commands: Any) -> None:
         metavar="DIR",
         help="local upstream data files (default: $HARNESS_DATA_DIR, else the hub)",
     )
-    p.add_argument("--concurrency", type=_positive, help="requests in flight for endpoints (default 64)")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request timeout in seconds")
-    p.add_argument("--max-attempts", type=_positive, default=8, help="tries per request (default 8)")
-    p.add_argument("--batch-size", type=_positive, help="prompts per generate call for hf: and vllm:")
-    p.add_argument("--device", metavar="DEV", help="hf: torch device (cpu, cuda, cuda:1)")
-    p.add_argument("--tensor-parallel-size", type=_positive, default=1, metavar="N", help="vllm: GPUs")
-    p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the endpoint's API key")
+    add_backend_flags(p)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     p.add_argument("--fresh", action="store_true", help="discard the finished samples and sample again")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -72,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
-    from adapters import AdapterOptions, create_adapter
+    from adapters import create_adapter
     from harness.data import resolve_data_source
     from harness.lineage import resolve_checkpoint
     from harness.runner import EvalOutcome, EvalSpec, evaluate
@@ -86,14 +80,7 @@ def run(args: argparse.Namespace) -> int:
     prompt_set = load_prompt_set(args.prompts, args.data, args.datasets, data, args.limit)
     suite = prompt_set.suite()
     settings = curate_settings(suite, args.k, args.temperature, args.top_p, args.max_tokens, args.seed)
-    adapter = create_adapter(
-        ref,
-        AdapterOptions(
-            concurrency=args.concurrency, timeout_s=args.timeout, api_key_env=args.api_key_env,
-            max_attempts=args.max_attempts, batch_size=args.batch_size, device=args.device,
-            tensor_parallel_size=args.tensor_parallel_size,
-        ),
-    )  # fmt: skip
+    adapter = create_adapter(ref, adapter_options(args))
     spec = EvalSpec(
         ref, suite, settings, None, data, root, not args.no_cache, args.fresh,
         lineage=None if entry is None else entry.to_record(),

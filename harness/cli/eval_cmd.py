@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from harness.cli.argtypes import whole_number
+from harness.cli.argtypes import adapter_options, add_backend_flags, whole_number
 from harness.types import GenerationSettings
 
 _positive = whole_number(1)
@@ -38,20 +38,7 @@ def register(commands: Any) -> None:
         metavar="DIR",
         help="local upstream data files (default: $HARNESS_DATA_DIR, else the hub)",
     )
-    p.add_argument("--concurrency", type=_positive, help="requests in flight for endpoints (default 64)")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request timeout in seconds")
-    p.add_argument(
-        "--max-attempts", type=_positive, default=8, help="tries per request before giving up (default 8)"
-    )
-    p.add_argument(
-        "--batch-size", type=_positive, help="prompts per generate call for hf: and vllm: checkpoints"
-    )
-    p.add_argument(
-        "--device", metavar="DEV", help="hf: torch device (cpu, cuda, cuda:1; default: cuda if present)"
-    )
-    p.add_argument(
-        "--tensor-parallel-size", type=_positive, default=1, metavar="N", help="vllm: GPUs to shard over"
-    )
+    add_backend_flags(p)
     p.add_argument("--max-tokens", type=_positive, help="override the suite's pinned max new tokens")
     p.add_argument(
         "--samples",
@@ -73,7 +60,6 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--judge-checkpoint", metavar="REF", help="the WildGuard classifier, as any --checkpoint form"
     )
-    p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the endpoint's API key")
     p.add_argument(
         "--max-cost",
         type=_usd,
@@ -93,7 +79,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from adapters import AdapterOptions, create_adapter
+    from adapters import create_adapter
     from harness.data import resolve_data_source
     from harness.lineage import resolve_checkpoint
     from harness.runner import EvalOutcome, EvalSpec, evaluate
@@ -107,19 +93,7 @@ def run(args: argparse.Namespace) -> int:
     data = resolve_data_source(args.data_dir)
     suite_options = SuiteOptions(judge=args.judge)
     suites = [get_suite(name, suite_options) for name in (args.suite or default_suites(data))]
-    adapter = create_adapter(
-        ref,
-        AdapterOptions(
-            concurrency=args.concurrency,
-            timeout_s=args.timeout,
-            api_key_env=args.api_key_env,
-            max_attempts=args.max_attempts,
-            batch_size=args.batch_size,
-            device=args.device,
-            tensor_parallel_size=args.tensor_parallel_size,
-            price_table=args.price_table,
-        ),
-    )
+    adapter = create_adapter(ref, adapter_options(args, args.price_table))
     progress = sys.stderr.isatty() and not args.quiet
 
     judge = _attach_judge(suites, args)
