@@ -145,6 +145,7 @@ def run_stage(request: TrainRequest, root: Path, data: DataSource, quiet: bool =
                              "Pick another name (config `name`).")  # fmt: skip
         _say(quiet, f"{name} is already trained ({existing.reference}); evaluating it again from disk.")
         entry, trained = existing, False
+        out_dir = Path(str(existing.details.get("out_dir", out_dir)))  # where it was trained
     else:
         backend = get_backend(request.backend)
         start = start_point(config.base, root)

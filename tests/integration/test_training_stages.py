@@ -141,7 +141,9 @@ def test_a_registered_stage_is_not_trained_again(sft_and_dpo: dict[str, Path]) -
     assert out["trained"] is False and len(_registry(runs)) == 4
 
 
-def test_contaminated_training_data_is_refused_then_waived(tmp_path: Path, data_dir: Path) -> None:
+def test_contaminated_training_data_is_refused_then_waived(
+    tmp_path: Path, data_dir: Path, exported_hf_dir: Path
+) -> None:
     question = json.loads((data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()[7])["question"]
     rows = [
         json.loads(line)
@@ -158,7 +160,7 @@ def test_contaminated_training_data_is_refused_then_waived(tmp_path: Path, data_
     data = tmp_path / "sft.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = _write(tmp_path / "sft.yaml", {
-        "base": "embedded", "output_dir": str(tmp_path / "ckpts"), "data": {"path": str(data)},
+        "base": f"hf:{exported_hf_dir}", "output_dir": str(tmp_path / "ckpts"), "data": {"path": str(data)},
         "lora": {"rank": 4, "target_modules": ["q_proj"]},
         "optim": {"batch_size": 2, "max_steps": 1, "max_length": 128}, "eval": {"suites": []},
     })  # fmt: skip
