@@ -11,7 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from harness.errors import DataError
+from harness.errors import DataError, StorageError
 from harness.types import Completion
 
 _SCHEMA = """
@@ -35,6 +35,13 @@ class ResponseCache:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
         except sqlite3.DatabaseError as error:
+            text = str(error).lower()
+            if any(s in text for s in ("disk is full", "disk i/o error", "readonly", "unable to open")):
+                # the disk refuses writes: deleting the cache would not help
+                raise StorageError(
+                    f"The response cache {path} cannot be written ({error}).",
+                    "Free space on that disk or make it writable, or pass --no-cache.",
+                ) from None
             raise DataError(
                 f"The response cache {path} cannot be opened ({error}).",
                 "Delete it (it only holds copies of model responses) or pass --no-cache.",

@@ -13,7 +13,7 @@ class ExitCode(IntEnum):
     INTERNAL = 1  # a bug: printed with its traceback
     USAGE = 2  # bad flags or checkpoint reference (argparse uses 2 as well)
     ENDPOINT = 3  # endpoint unreachable, rejected the key, or kept failing after retries
-    DATA = 4  # data dir missing, dataset unavailable offline, corrupt run files
+    DATA = 4  # data dir missing, dataset unavailable offline, corrupt run files, runs folder not writable
     MISSING_EXTRA = 5  # the backend for this checkpoint form is not installed
     CONTAMINATED = 12  # training data overlaps a suite's prompts (harness decontam, training stages)
     INTERRUPTED = 130  # Ctrl-C; finished samples are kept
@@ -42,6 +42,10 @@ class EndpointError(HarnessError):
 
 class DataError(HarnessError):
     exit_code = ExitCode.DATA
+
+
+class StorageError(DataError):
+    """The runs folder refused a write (full disk, read-only file system, no permission): exit 4 as well."""
 
 
 class MissingExtraError(HarnessError):

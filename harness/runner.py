@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sqlite3
 import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 from harness.cache import ResponseCache
 from harness.checkpoints import CheckpointRef
 from harness.data import DataSource
-from harness.errors import DataError, HarnessError, UsageError
+from harness.errors import DataError, HarnessError, StorageError, UsageError
 from harness.manifest import Invocation, Manifest, git_state, now_iso
 from harness.store import (
     MANIFEST,
@@ -31,6 +32,7 @@ from harness.store import (
     SamplesFile,
     read_json,
     sorted_by_ids,
+    storage_error,
     write_json_atomic,
 )
 from harness.suite import Suite, score_sample
@@ -108,6 +110,25 @@ def write_metrics(run_dir: Path, suite: Suite, metrics: dict[str, MetricValue]) 
     )
 
 
+def _open_cache(runs_root: Path) -> ResponseCache:
+    path = runs_root / ".cache" / "responses.sqlite"
+    try:
+        return ResponseCache(path)
+    except OSError as error:
+        raise storage_error(error, path.parent, "create the cache folder") from None
+
+
+def _cache_put(cache: ResponseCache, identity: str, key: str, completion: Completion) -> None:
+    try:
+        cache.put(identity, key, completion)
+    except sqlite3.Error as error:  # "database or disk is full", "attempt to write a readonly database"
+        raise StorageError(
+            f"Cannot store a response in the response cache {cache.path} ({error}).",
+            "Free space on that disk or make it writable (or pass --no-cache), then re-run the same "
+            "command: every sample finished before this is kept in samples.jsonl and is not redone.",
+        ) from None
+
+
 def record_for(
     sample: Sample, requests: Sequence[Request], completions: Sequence[Completion], score: Score
 ) -> SampleRecord:
@@ -171,7 +192,10 @@ async def evaluate(spec: EvalSpec, adapter: Adapter, progress: bool = False) -> 
     suite = spec.suite
     loaded = suite.load(spec.data, spec.limit)
     run_dir = run_dir_for(spec)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise storage_error(error, run_dir, "create the run folder") from None
     with RunLock(run_dir):
         if spec.fresh:
             for name in (SAMPLES, METRICS, MANIFEST):
@@ -190,7 +214,7 @@ async def evaluate(spec: EvalSpec, adapter: Adapter, progress: bool = False) -> 
             cost_estimate_usd=spec.cost_estimate_usd,
         )
         write_json_atomic(run_dir / MANIFEST, manifest.with_invocation(invocation).to_record())
-        cache = ResponseCache(spec.runs_root / ".cache" / "responses.sqlite") if spec.use_cache else None
+        cache = _open_cache(spec.runs_root) if spec.use_cache else None
         counters = Counters()
         try:
             await _generate_and_score(
@@ -204,7 +228,10 @@ async def evaluate(spec: EvalSpec, adapter: Adapter, progress: bool = False) -> 
             failed = replace(
                 counters.apply(invocation), finished_at=now_iso(), status=status, error=message[:500]
             )
-            write_json_atomic(run_dir / MANIFEST, manifest.with_invocation(failed).to_record())
+            try:
+                write_json_atomic(run_dir / MANIFEST, manifest.with_invocation(failed).to_record())
+            except HarnessError:
+                pass  # the full or read-only disk that stopped the run refuses this too; report the first error
             raise
         finally:
             samples_file.close()
@@ -300,7 +327,7 @@ async def _generate_and_score(
                         key = request.key()
                         answers[key] = completion
                         if cache is not None:
-                            cache.put(identity, key, completion)
+                            _cache_put(cache, identity, key, completion)
                         for sample_id in sorted(waiting_on.pop(key, ())):
                             if all(r.key() in answers for r in requests[sample_id]):
                                 await finish(sample_id)

@@ -7,10 +7,15 @@
   naming the file and line: it is never skipped silently.
 - `metrics.json`: metrics over the samples of the run, with stderr and 95% CIs.
 - `.lock`: an flock held while a process writes the run, so two processes never append to one file.
+
+A write the file system refuses (full disk, read-only, no permission) raises StorageError naming the
+file and the reason; what was written before stays, and re-running the same command resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from harness.errors import DataError, UsageError
+from harness.errors import DataError, StorageError, UsageError
 from harness.types import Completion
 
 SAMPLES, MANIFEST, METRICS, LOCK = "samples.jsonl", "manifest.json", "metrics.json", ".lock"
@@ -30,14 +35,41 @@ def runs_root(flag_value: str | None) -> Path:
     return Path(flag_value or os.environ.get(RUNS_DIR_ENV) or "runs").expanduser().resolve()
 
 
+_STORAGE_FIXES = {
+    errno.ENOSPC: "Free space on that disk",
+    errno.EDQUOT: "Free space (the disk quota is used up)",
+    errno.EFBIG: "Raise the file-size limit (ulimit -f)",
+    errno.EROFS: "Make that file system writable",
+    errno.EACCES: "Make the folder writable for this user",
+    errno.EPERM: "Make the folder writable for this user",
+}
+
+
+def storage_error(error: OSError, path: Path, doing: str) -> StorageError:
+    """A refused write as one paragraph: the file, the system's reason, and what to do."""
+    code = errno.errorcode.get(error.errno or 0, "")
+    reason = error.strerror or str(error)
+    fix = _STORAGE_FIXES.get(error.errno or 0, "Fix the runs folder")
+    return StorageError(
+        f"Cannot {doing} {path}: {reason}{f' ({code})' if code else ''}.",
+        f"{fix}, then re-run the same command: every sample finished before this is kept in "
+        "samples.jsonl and is not redone (or pass --out DIR to start the run in another folder).",
+    )
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, ensure_ascii=False, sort_keys=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, ensure_ascii=False, sort_keys=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):  # the old file is untouched; give back the space the copy took
+            tmp.unlink(missing_ok=True)
+        raise storage_error(error, path, "write") from None
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -122,9 +154,12 @@ class SamplesFile:
             repaired = len(data) - cut
             data = data[:cut]
             if repair:
-                with self.path.open("r+b") as handle:
-                    handle.truncate(cut)
-                    os.fsync(handle.fileno())
+                try:
+                    with self.path.open("r+b") as handle:
+                        handle.truncate(cut)
+                        os.fsync(handle.fileno())
+                except OSError as error:
+                    raise storage_error(error, self.path, "cut the torn last line off") from None
         records: list[SampleRecord] = []
         seen: dict[str, int] = {}
         for number, raw_line in enumerate(data.decode("utf-8", errors="replace").split("\n")[:-1], start=1):
@@ -147,26 +182,38 @@ class SamplesFile:
         return LoadedSamples(tuple(records), repaired)
 
     def append(self, record: SampleRecord) -> None:
-        if self._handle is None:
-            self._handle = self.path.open("a", encoding="utf-8")
-        self._handle.write(record.to_line())
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        try:
+            if self._handle is None:
+                self._handle = self.path.open("a", encoding="utf-8")
+            self._handle.write(record.to_line())
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as error:
+            # A partial line may be on disk now: it is the torn last line the next start repairs.
+            raise storage_error(error, self.path, "append a sample to") from None
 
     def rewrite(self, records: Iterable[SampleRecord]) -> None:
         self.close()
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(record.to_line())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with tmp.open("w", encoding="utf-8") as handle:
+                for record in records:
+                    handle.write(record.to_line())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise storage_error(error, self.path, "rewrite") from None
 
     def close(self) -> None:
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            # Every append flushes, so closing only fails when an append already failed (and said so):
+            # whatever it could not write is a torn last line, repaired on the next start.
+            with contextlib.suppress(OSError):
+                handle.close()
 
 
 class RunLock:
@@ -177,7 +224,10 @@ class RunLock:
         self._handle: IO[str] | None = None
 
     def __enter__(self) -> RunLock:
-        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            handle = self.path.open("a+", encoding="utf-8")
+        except OSError as error:
+            raise storage_error(error, self.path, "open the lock file") from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -188,10 +238,15 @@ class RunLock:
                 f"The run {self.path.parent} is being written by {holder}.",
                 "Wait for it to finish (or stop it); two writers would duplicate samples.",
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                handle.close()
+            raise storage_error(error, self.path, "write the lock holder to") from None
         self._handle = handle
         return self
 

@@ -8,12 +8,14 @@ Each request gets a fault from a plan (a function of the request's number) or is
 - "slow": forwarded after a delay
 - "hang": forwarded after a delay longer than the client's timeout
 Runs its own event loop in a thread, so tests can drive a subprocess through it. Every connection is
-closed after one response, which keeps the parser tiny.
+closed after one response, which keeps the parser tiny. `rate_plan` builds a seeded plan that faults a
+fixed share of the requests with every kind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +23,37 @@ from collections.abc import Callable
 import aiohttp
 
 Plan = Callable[[int], str | None]
+FAULTS = ("429", "500", "reset", "truncate", "slow", "hang")
+
+
+def rate_plan(
+    seed: int,
+    every: int = 5,
+    kinds: tuple[str, ...] = FAULTS,
+    first: int = 1,
+    early: tuple[str, ...] = ("hang", "slow"),
+    blocks: int = 1000,
+) -> Plan:
+    """A seeded plan faulting exactly one request in each block of `every` (1/5 = 20%), from `first` on.
+
+    The position inside each block is random; the kinds are successive seeded shuffles of `kinds`, so
+    every kind comes once in each `len(kinds)` blocks (a plain 20% coin per request would leave kinds
+    out of a 30-request run). The first round puts the `early` kinds first, so that the time they hold
+    a request overlaps the rest of the run instead of adding to its end. Request `first - 1` and before
+    (by default the harness's one `GET /models`) are never faulted.
+    """
+    rng = random.Random(seed)
+    table: dict[int, str] = {}
+    order: list[str] = []
+    for block in range(blocks):
+        if not order:
+            head = [k for k in early if k in kinds] if block == 0 else []
+            rest = [k for k in kinds if k not in head]
+            rng.shuffle(head)
+            rng.shuffle(rest)
+            order = head + rest
+        table[first + block * every + rng.randrange(every)] = order.pop(0)
+    return table.get
 
 
 class FaultProxy:
@@ -55,6 +88,12 @@ class FaultProxy:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def requests(self) -> int:
+        """Requests received so far (faulted or not)."""
+        with self._lock:
+            return self._count
 
     async def _start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600))
