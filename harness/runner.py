@@ -35,7 +35,7 @@ from harness.store import (
     storage_error,
     write_json_atomic,
 )
-from harness.suite import Suite, score_sample
+from harness.suite import Suite, score_sample, scoring_slots
 from harness.types import Adapter, Completion, GenerationSettings, MetricValue, Request, Sample, Score
 
 
@@ -293,20 +293,32 @@ async def _generate_and_score(
     by_id = {s.id: s for s in pending}
 
     bar = _progress_bar(len(samples), len(records), progress)
+    # Scoring runs beside generation, a bounded number of samples at a time: the code sandbox uses
+    # every core and a model judge answers requests concurrently, instead of one sample at a time.
+    score_gate = asyncio.Semaphore(scoring_slots(spec.suite))
+    scoring: set[asyncio.Task[None]] = set()
 
     async def finish(sample_id: str) -> None:
         sample, reqs = by_id[sample_id], requests[sample_id]
         completions = [answers[r.key()] for r in reqs]
-        record = record_for(sample, reqs, completions, await score_sample(spec.suite, sample, completions))
-        samples_file.append(record)
+        async with score_gate:
+            score = await score_sample(spec.suite, sample, completions)
+        record = record_for(sample, reqs, completions, score)
+        samples_file.append(record)  # on the event loop's thread, so appends never interleave
         records.append(record)
         if bar is not None:
             bar.update(1)
 
+    def start_scoring(sample_id: str) -> None:
+        for task in [t for t in scoring if t.done()]:  # a scorer's error stops the run at once
+            scoring.discard(task)
+            task.result()
+        scoring.add(asyncio.create_task(finish(sample_id)))
+
     try:
-        for sample_id, reqs in requests.items():  # everything the cache answered is written first
+        for sample_id, reqs in requests.items():  # everything the cache answered is scored first
             if all(r.key() in answers for r in reqs):
-                await finish(sample_id)
+                start_scoring(sample_id)
         if unique:
             await adapter.preflight()
             todo = list(unique.values())
@@ -330,12 +342,20 @@ async def _generate_and_score(
                             _cache_put(cache, identity, key, completion)
                         for sample_id in sorted(waiting_on.pop(key, ())):
                             if all(r.key() in answers for r in requests[sample_id]):
-                                await finish(sample_id)
+                                start_scoring(sample_id)
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+        while scoring:  # the first scorer error is raised; the rest are cancelled below
+            done, _ = await asyncio.wait(scoring, return_when=asyncio.FIRST_EXCEPTION)
+            for finished in done:
+                scoring.discard(finished)
+                finished.result()
     finally:
+        for unfinished in scoring:
+            unfinished.cancel()
+        await asyncio.gather(*scoring, return_exceptions=True)
         if bar is not None:
             bar.close()
         counters.retries = sum(getattr(adapter, "retry_counts", {}).values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -62,6 +63,26 @@ async def score_sample(suite: Suite, sample: Sample, completions: Sequence[Compl
         result: Score = await ascore(sample, completions)
         return result
     return await asyncio.to_thread(suite.score, sample, completions)
+
+
+def scoring_slots(suite: Suite) -> int:
+    """How many samples are scored at once. A model judge waits on the network, so many; a suite whose
+    score() waits on processes (the code sandbox) declares `parallel_scoring`, one per core; other sync
+    scorers are pure Python under the GIL and not all of their libraries are thread-safe, so one."""
+    if getattr(suite, "ascore", None) is not None:
+        return 32
+    return max(1, os.cpu_count() or 1) if getattr(suite, "parallel_scoring", False) else 1
+
+
+async def score_many(suite: Suite, pairs: Sequence[tuple[Sample, Sequence[Completion]]]) -> list[Score]:
+    """Scores in the order given, `scoring_slots(suite)` samples at a time (rescore, submission checks)."""
+    gate = asyncio.Semaphore(scoring_slots(suite))
+
+    async def one(sample: Sample, completions: Sequence[Completion]) -> Score:
+        async with gate:
+            return await score_sample(suite, sample, completions)
+
+    return list(await asyncio.gather(*(one(s, c) for s, c in pairs)))
 
 
 def mean_metrics(scores: Sequence[Score], names: Sequence[str], seed: int = 0) -> dict[str, MetricValue]:

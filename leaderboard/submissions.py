@@ -156,16 +156,13 @@ def _compare_metrics(where: str, claimed: Mapping[str, Any], recomputed: Mapping
 async def _rescore(
     suite: Suite, samples: Mapping[str, Any], records: Sequence[SampleRecord]
 ) -> list[SampleRecord]:
-    from harness.suite import score_sample
+    from harness.suite import score_many
 
-    gate = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))  # the MBPP sandbox is CPU-bound
-
-    async def one(record: SampleRecord) -> SampleRecord:
-        async with gate:
-            score = await score_sample(suite, samples[record.id], record.completions)
-        return replace(record, scores=dict(score.values), extracted=dict(score.extracted))
-
-    return list(await asyncio.gather(*(one(r) for r in records)))
+    scores = await score_many(suite, [(samples[r.id], r.completions) for r in records])
+    return [
+        replace(r, scores=dict(score.values), extracted=dict(score.extracted))
+        for r, score in zip(records, scores, strict=True)
+    ]
 
 
 def _verify_run(run: Mapping[str, Any], contents: Mapping[str, bytes]) -> AcceptedRun:

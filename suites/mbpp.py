@@ -156,6 +156,7 @@ class MBPP:
     hub_config = "full"
     text_field = "text"
     task_ids: range = TEST_IDS  # training code reads the train tasks (601-974) through a subclass
+    parallel_scoring = True  # score() waits on sandbox processes, so the runner scores one per core
 
     def default_settings(self) -> GenerationSettings:
         return GenerationSettings(max_tokens=512, temperature=0.0)

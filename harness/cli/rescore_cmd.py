@@ -94,7 +94,7 @@ async def _rescore_all(
     suite: Any, judge_name: str, judge_checkpoint: str | None, samples: Any, records: Any
 ) -> Any:
     """Scores in record order; a model judge (wildguard) is attached for the run and closed after."""
-    from harness.suite import SuiteOptions, score_sample
+    from harness.suite import SuiteOptions, score_many
 
     judge = None
     if hasattr(suite, "async_judge") and judge_name != SuiteOptions().judge:
@@ -104,7 +104,7 @@ async def _rescore_all(
         judge = create_judge(judge_name, judge_checkpoint, AdapterOptions())
         suite.async_judge = judge
     try:
-        return [await score_sample(suite, samples[r.id], r.completions) for r in records]
+        return await score_many(suite, [(samples[r.id], r.completions) for r in records])
     finally:
         if judge is not None:
             await judge.aclose()

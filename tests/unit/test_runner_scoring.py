@@ -1,0 +1,158 @@
+"""The runner scores beside generation: the sandbox suite one sample per core, other sync scorers one at
+a time, and a scorer's error stops the run with every sample scored before it kept."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.replay import ReplayAdapter
+from harness.checkpoints import parse_checkpoint
+from harness.data import DataSource
+from harness.runner import EvalSpec, evaluate, scoring_slots
+from harness.types import Completion, Sample, Score
+from suites.gsm8k import GSM8K
+from suites.mbpp import MBPP
+
+N = 12
+
+
+class Overlap:
+    """Counts how many score() calls run at the same time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def __exit__(self, *_: object) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+class CountingMBPP(MBPP):
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.overlap = Overlap()
+        self.fail_on = fail_on
+
+    def score(self, sample: Sample, completions: Sequence[Completion]) -> Score:
+        with self.overlap:
+            if sample.id == self.fail_on:
+                time.sleep(0.3)  # let the samples before it finish first
+                raise RuntimeError(f"scorer broke on {sample.id}")
+            return super().score(sample, completions)
+
+
+class CountingGSM8K(GSM8K):
+    def __init__(self) -> None:
+        self.overlap = Overlap()
+
+    def score(self, sample: Sample, completions: Sequence[Completion]) -> Score:
+        with self.overlap:
+            time.sleep(0.02)
+            return super().score(sample, completions)
+
+
+def gold_replay(suite: MBPP | GSM8K, data_dir: Path, path: Path) -> Path:
+    loaded = suite.load(DataSource(data_dir), N)
+    rows = [{"sample_id": s.id, "text": suite.gold_response(s)} for s in loaded.samples]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def spec_for(suite: Any, replay: Path, data_dir: Path, runs: Path) -> EvalSpec:
+    return EvalSpec(
+        checkpoint=parse_checkpoint(f"replay:{replay}"),
+        suite=suite,
+        settings=suite.default_settings(),
+        limit=N,
+        data=DataSource(data_dir),
+        runs_root=runs,
+    )
+
+
+def test_sandbox_suite_scores_one_sample_per_core(data_dir: Path, tmp_path: Path) -> None:
+    suite = CountingMBPP()
+    replay = gold_replay(suite, data_dir, tmp_path / "gold.jsonl")
+    outcome = asyncio.run(
+        evaluate(spec_for(suite, replay, data_dir, tmp_path / "runs"), ReplayAdapter(str(replay)))
+    )
+    assert outcome.metrics["pass@1"].value == 1.0 and outcome.n_samples == N
+    slots = scoring_slots(suite)
+    assert slots >= 2  # CI and this machine have 2 cores
+    assert suite.overlap.most == slots, (suite.overlap.most, slots)
+    lines = (outcome.run_dir / "samples.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["id"] for line in lines) == sorted(
+        s.id for s in suite.load(DataSource(data_dir), N).samples
+    )
+
+
+def test_pure_python_scorer_runs_one_at_a_time(data_dir: Path, tmp_path: Path) -> None:
+    suite = CountingGSM8K()
+    replay = gold_replay(suite, data_dir, tmp_path / "gold.jsonl")
+    outcome = asyncio.run(
+        evaluate(spec_for(suite, replay, data_dir, tmp_path / "runs"), ReplayAdapter(str(replay)))
+    )
+    assert outcome.metrics[suite.primary_metric].value == 1.0
+    assert scoring_slots(suite) == 1 and suite.overlap.most == 1
+
+
+def test_scorer_error_stops_the_run_and_keeps_what_was_scored(data_dir: Path, tmp_path: Path) -> None:
+    ids = [s.id for s in MBPP().load(DataSource(data_dir), N).samples]
+    suite = CountingMBPP(fail_on=ids[5])
+    replay = gold_replay(suite, data_dir, tmp_path / "gold.jsonl")
+    spec = spec_for(suite, replay, data_dir, tmp_path / "runs")
+    with pytest.raises(RuntimeError, match=f"scorer broke on {ids[5]}"):
+        asyncio.run(evaluate(spec, ReplayAdapter(str(replay))))
+    run_dir = next((tmp_path / "runs").rglob("samples.jsonl")).parent
+    kept = [json.loads(line)["id"] for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert ids[5] not in kept and set(ids[:5]) <= set(kept) and len(kept) == len(set(kept))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["invocations"][-1]["status"] == "failed"
+    assert f"scorer broke on {ids[5]}" in manifest["invocations"][-1]["error"]
+
+    resumed = asyncio.run(
+        evaluate(spec_for(CountingMBPP(), replay, data_dir, tmp_path / "runs"), ReplayAdapter(str(replay)))
+    )
+    assert resumed.invocation.resumed == len(kept) and resumed.metrics["pass@1"].value == 1.0
+    lines = (run_dir / "samples.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["id"] for line in lines) == sorted(ids)
+
+
+def test_model_judge_is_asked_about_many_samples_at_once(data_dir: Path, tmp_path: Path) -> None:
+    """A WildGuard judge behind an endpoint with 0.2 s per request: samples are judged concurrently."""
+    from suites.safety import Safety
+    from suites.safety_judges import WILDGUARD, create_judge
+    from tests.support.stub_openai import StubOpenAIServer
+
+    suite = Safety(judge=WILDGUARD, subset="xstest")
+    samples = suite.load(DataSource(data_dir), N).samples
+    replay = tmp_path / "responses.jsonl"
+    replay.write_text(
+        "".join(json.dumps({"sample_id": s.id, "text": "I can't help with that."}) + "\n" for s in samples)
+    )
+
+    async def run(base_url: str) -> None:
+        judge = create_judge(WILDGUARD, f"{base_url}#allenai/wildguard")
+        suite.async_judge = judge
+        try:
+            await evaluate(spec_for(suite, replay, data_dir, tmp_path / "runs"), ReplayAdapter(str(replay)))
+        finally:
+            await judge.aclose()
+
+    with StubOpenAIServer(latency_s=0.2) as server:
+        asyncio.run(run(server.base_url))
+    assert len(server.requests) == N
+    assert server.max_in_flight == N, server.max_in_flight  # N < scoring_slots(suite): all at once
