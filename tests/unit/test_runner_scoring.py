@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from adapters import AdapterOptions
 from adapters.replay import ReplayAdapter
 from harness.checkpoints import parse_checkpoint
 from harness.data import DataSource
@@ -132,27 +133,33 @@ def test_scorer_error_stops_the_run_and_keeps_what_was_scored(data_dir: Path, tm
 
 
 def test_model_judge_is_asked_about_many_samples_at_once(data_dir: Path, tmp_path: Path) -> None:
-    """A WildGuard judge behind an endpoint with 0.2 s per request: samples are judged concurrently."""
+    """A WildGuard judge behind an endpoint with 0.1 s per request: samples are judged concurrently, and
+    the judge checkpoint's own concurrency holds across the runner's many one-sample calls."""
     from suites.safety import Safety
     from suites.safety_judges import WILDGUARD, create_judge
     from tests.support.stub_openai import StubOpenAIServer
 
-    suite = Safety(judge=WILDGUARD, subset="xstest")
-    samples = suite.load(DataSource(data_dir), N).samples
+    samples = Safety(judge=WILDGUARD, subset="xstest").load(DataSource(data_dir), N).samples
     replay = tmp_path / "responses.jsonl"
-    replay.write_text(
-        "".join(json.dumps({"sample_id": s.id, "text": "I can't help with that."}) + "\n" for s in samples)
-    )
+    rows = [{"sample_id": s.id, "text": "I can't help with that."} for s in samples]
+    replay.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    async def run(base_url: str) -> None:
-        judge = create_judge(WILDGUARD, f"{base_url}#allenai/wildguard")
-        suite.async_judge = judge
-        try:
-            await evaluate(spec_for(suite, replay, data_dir, tmp_path / "runs"), ReplayAdapter(str(replay)))
-        finally:
-            await judge.aclose()
+    def judged(concurrency: int | None) -> StubOpenAIServer:
+        suite = Safety(judge=WILDGUARD, subset="xstest")
 
-    with StubOpenAIServer(latency_s=0.2) as server:
-        asyncio.run(run(server.base_url))
-    assert len(server.requests) == N
-    assert server.max_in_flight == N, server.max_in_flight  # N < scoring_slots(suite): all at once
+        async def run(base_url: str) -> None:
+            options = AdapterOptions(concurrency=concurrency)
+            suite.async_judge = judge = create_judge(WILDGUARD, f"{base_url}#allenai/wildguard", options)
+            try:
+                runs = tmp_path / f"runs-{concurrency}"
+                await evaluate(spec_for(suite, replay, data_dir, runs), ReplayAdapter(str(replay)))
+            finally:
+                await judge.aclose()
+
+        with StubOpenAIServer(latency_s=0.1) as server:
+            asyncio.run(run(server.base_url))
+        assert len(server.requests) == N
+        return server
+
+    assert judged(None).max_in_flight == N  # N < scoring_slots(suite): all at once
+    assert judged(3).max_in_flight == 3
