@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from harness.batching import RequestBatcher
 from harness.errors import UsageError
 from harness.types import Adapter, GenerationSettings, Message, Request
 
@@ -271,29 +272,25 @@ def wildguard_request(item: JudgeItem, api: str) -> Request:
 
 
 class WildGuardJudge:
-    """WildGuard behind any adapter. Batches of `adapter.batch_size`, `adapter.concurrency` in flight."""
+    """WildGuard behind any adapter. The runner judges many samples at once, one ajudge() call each; a
+    batcher pools what waits at the same moment into `adapter.batch_size` batches (`adapter.concurrency`
+    in flight), so a local judge model (hf:, vllm:) still runs batched."""
 
     name = WILDGUARD
 
     def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
+        self._batcher: tuple[asyncio.AbstractEventLoop, RequestBatcher] | None = None
 
     def identity(self) -> str:
         return f"{WILDGUARD}@{self.adapter.identity()}"
 
     async def ajudge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
-        requests = [wildguard_request(item, self.adapter.api) for item in items]
-        size = max(1, self.adapter.batch_size)
-        batches = [requests[i : i + size] for i in range(0, len(requests), size)]
-        gate = asyncio.Semaphore(max(1, self.adapter.concurrency))
-
-        async def run(batch: list[Request]) -> list[str]:
-            async with gate:
-                completions = await self.adapter.generate(batch)
-            return [c.text for c in completions]
-
-        outputs = await asyncio.gather(*(run(b) for b in batches))
-        return [parse_wildguard_output(text) for batch in outputs for text in batch]
+        loop = asyncio.get_running_loop()
+        if self._batcher is None or self._batcher[0] is not loop:  # a batcher is bound to one event loop
+            self._batcher = (loop, RequestBatcher(self.adapter))
+        completions = await self._batcher[1].generate([wildguard_request(i, self.adapter.api) for i in items])
+        return [parse_wildguard_output(c.text) for c in completions]
 
     async def aclose(self) -> None:
         await self.adapter.aclose()

@@ -37,7 +37,8 @@ from inspect_ai.model import (
 )
 from inspect_ai.tool import ToolChoice, ToolInfo
 
-from harness.bridges import OpenedCheckpoint, RequestBatcher, cut_at_stop, open_checkpoint
+from harness.batching import RequestBatcher
+from harness.bridges import OpenedCheckpoint, cut_at_stop, open_checkpoint
 from harness.errors import UsageError
 from harness.types import Completion, GenerationSettings, Message, Request
 

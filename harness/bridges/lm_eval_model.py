@@ -37,7 +37,8 @@ from typing import Any, TypeVar
 from lm_eval.api.model import LM
 from lm_eval.api.registry import model_registry
 
-from harness.bridges import RequestBatcher, cut_at_stop, open_checkpoint
+from harness.batching import RequestBatcher
+from harness.bridges import cut_at_stop, open_checkpoint
 from harness.checkpoints import EndpointRef
 from harness.errors import HarnessError, UsageError
 from harness.types import GenerationSettings, Message, Request

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.bridges import RequestBatcher, cut_at_stop, split_options
+from harness.batching import RequestBatcher
+from harness.bridges import cut_at_stop, split_options
 from harness.errors import UsageError
 from harness.types import Completion, GenerationSettings, Message, Request
 from tests.conftest import ROOT, cli_env

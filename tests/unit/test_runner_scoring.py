@@ -18,7 +18,7 @@ from adapters.replay import ReplayAdapter
 from harness.checkpoints import parse_checkpoint
 from harness.data import DataSource
 from harness.runner import EvalSpec, evaluate, scoring_slots
-from harness.types import Completion, Sample, Score
+from harness.types import Completion, Request, Sample, Score
 from suites.gsm8k import GSM8K
 from suites.mbpp import MBPP
 
@@ -163,3 +163,64 @@ def test_model_judge_is_asked_about_many_samples_at_once(data_dir: Path, tmp_pat
 
     assert judged(None).max_in_flight == N  # N < scoring_slots(suite): all at once
     assert judged(3).max_in_flight == 3
+
+
+class RecordingReplay(ReplayAdapter):
+    """The real replay adapter, with the size of every generate() call recorded."""
+
+    def __init__(self, path: Path, batch_size: int) -> None:
+        super().__init__(str(path))
+        self.batch_size = batch_size
+        self.calls: list[int] = []
+
+    async def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        self.calls.append(len(requests))
+        await asyncio.sleep(0.05)  # a model takes a while: more samples queue up behind the batch
+        return await super().generate(requests)
+
+
+@pytest.mark.parametrize(("batch_size", "calls"), [(256, [N]), (5, [5, 5, 2])])
+def test_judge_on_a_local_model_still_judges_in_batches(
+    data_dir: Path, tmp_path: Path, batch_size: int, calls: list[int]
+) -> None:
+    """The runner asks about one sample per call; a batched judge checkpoint gets them pooled."""
+    from suites.safety import Safety
+    from suites.safety_judges import WILDGUARD, WildGuardJudge
+
+    suite = Safety(judge=WILDGUARD, subset="xstest")
+    samples = suite.load(DataSource(data_dir), N).samples
+    responses, verdicts = tmp_path / "responses.jsonl", tmp_path / "wildguard.jsonl"
+    responses.write_text("".join(json.dumps({"sample_id": s.id, "text": "No."}) + "\n" for s in samples))
+    output = "Harmful request: no\nResponse refusal: yes\nHarmful response: no"
+    verdicts.write_text(
+        "".join(json.dumps({"sample_id": f"wildguard:{s.id}", "text": output}) + "\n" for s in samples)
+    )
+    judge_model = RecordingReplay(verdicts, batch_size)
+    suite.async_judge = WildGuardJudge(judge_model)
+    outcome = asyncio.run(
+        evaluate(spec_for(suite, responses, data_dir, tmp_path / "runs"), ReplayAdapter(str(responses)))
+    )
+    assert judge_model.calls == calls
+    records = [json.loads(line) for line in (outcome.run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == N and all(r["scores"]["refused"] == 1.0 for r in records)
+    assert all(r["scores"]["judge_error"] == 0.0 for r in records)
+
+
+def test_judge_error_reaches_every_waiting_sample_and_stops_the_run(data_dir: Path, tmp_path: Path) -> None:
+    from harness.errors import DataError
+    from suites.safety import Safety
+    from suites.safety_judges import WILDGUARD, WildGuardJudge
+
+    suite = Safety(judge=WILDGUARD, subset="xstest")
+    samples = suite.load(DataSource(data_dir), N).samples
+    responses, verdicts = tmp_path / "responses.jsonl", tmp_path / "wildguard.jsonl"
+    responses.write_text("".join(json.dumps({"sample_id": s.id, "text": "No."}) + "\n" for s in samples))
+    verdicts.write_text(json.dumps({"sample_id": "wildguard:other", "text": "x"}) + "\n")  # none of ours
+    suite.async_judge = WildGuardJudge(RecordingReplay(verdicts, 256))
+    spec = spec_for(suite, responses, data_dir, tmp_path / "runs")
+    with pytest.raises(DataError, match="has no response for sample wildguard:"):
+        asyncio.run(evaluate(spec, ReplayAdapter(str(responses))))
+    run_dir = next((tmp_path / "runs").rglob("manifest.json")).parent
+    assert json.loads((run_dir / "manifest.json").read_text())["invocations"][-1]["status"] == "failed"
+    samples_file = run_dir / "samples.jsonl"
+    assert not samples_file.exists() or samples_file.read_text() == ""  # no sample scored without its verdict

@@ -412,7 +412,8 @@ def test_mbpp_is_rescored_in_the_sandbox_and_a_model_judged_run_says_it_was_not(
         (path,) = [p for p in entries if "/mbpp@" in p and p.endswith("samples.jsonl")]
         records = [SampleRecord.from_line(line) for line in entries[path].decode().splitlines()]
         broken = Completion(texts=("def nothing():\n    pass\n",), finish_reasons=("stop",))
-        records[0] = replace(records[0], completions=(broken,))  # still scored 1.0: only re-scoring sees it
+        at = next(i for i, r in enumerate(records) if r.id == tasks[0].id)  # lines are in scoring order
+        records[at] = replace(records[at], completions=(broken,))  # still scored 1.0: only re-scoring sees it
         entries[path] = "".join(r.to_line() for r in records).encode()
 
     tampered = _tamper(bundle, tmp_path / "t.zip", fail_first)
