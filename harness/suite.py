@@ -66,9 +66,13 @@ async def score_sample(suite: Suite, sample: Sample, completions: Sequence[Compl
 
 
 def scoring_slots(suite: Suite) -> int:
-    """How many samples are scored at once. A model judge waits on the network, so many; a suite whose
-    score() waits on processes (the code sandbox) declares `parallel_scoring`, one per core; other sync
-    scorers are pure Python under the GIL and not all of their libraries are thread-safe, so one."""
+    """How many samples are scored at once. A suite scored by a model judge says how many the judge
+    takes (`scoring_slots()`), else an async scorer gets 32; a suite whose score() waits on processes
+    (the code sandbox) declares `parallel_scoring`, one per core; other sync scorers are pure Python
+    under the GIL and not all of their libraries are thread-safe, so one."""
+    declared = getattr(suite, "scoring_slots", None)
+    if callable(declared):
+        return max(1, int(declared()))
     if getattr(suite, "ascore", None) is not None:
         return 32
     return max(1, os.cpu_count() or 1) if getattr(suite, "parallel_scoring", False) else 1

@@ -284,6 +284,12 @@ class Safety:
             )
         return score_verdict(sample, found, self.judge)
 
+    def scoring_slots(self) -> int:
+        """Samples judged at once: enough to fill the judge model's batches and connections."""
+        adapter = getattr(self.async_judge, "adapter", None)
+        capacity = 0 if adapter is None else max(1, adapter.concurrency) * max(1, adapter.batch_size)
+        return min(1024, max(32, capacity))
+
     async def ascore(self, sample: Sample, completions: Sequence[Completion]) -> Score:
         """score() for any judge: an asynchronous judge is called for this one sample."""
         if self.judge != HEURISTIC and _response_key(sample.id, completions[0].text) not in self.verdicts:

@@ -161,7 +161,7 @@ def test_model_judge_is_asked_about_many_samples_at_once(data_dir: Path, tmp_pat
         assert len(server.requests) == N
         return server
 
-    assert judged(None).max_in_flight == N  # N < scoring_slots(suite): all at once
+    assert judged(None).max_in_flight == N  # N < scoring_slots(suite) (64 connections): all at once
     assert judged(3).max_in_flight == 3
 
 
@@ -197,6 +197,7 @@ def test_judge_on_a_local_model_still_judges_in_batches(
     )
     judge_model = RecordingReplay(verdicts, batch_size)
     suite.async_judge = WildGuardJudge(judge_model)
+    assert scoring_slots(suite) == max(32, batch_size)  # enough samples at once to fill a judge batch
     outcome = asyncio.run(
         evaluate(spec_for(suite, responses, data_dir, tmp_path / "runs"), ReplayAdapter(str(responses)))
     )
