@@ -294,8 +294,10 @@ async def _generate_and_score(
 
     bar = _progress_bar(len(samples), len(records), progress)
     # Scoring runs beside generation, a bounded number of samples at a time: the code sandbox uses
-    # every core and a model judge answers requests concurrently, instead of one sample at a time.
-    score_gate = asyncio.Semaphore(scoring_slots(spec.suite))
+    # every core and a model judge answers requests concurrently. A one-at-a-time scorer runs inline,
+    # so each sample is on disk right after its response is cached (nothing is kept only in the cache).
+    slots = scoring_slots(spec.suite)
+    score_gate = asyncio.Semaphore(slots)
     scoring: set[asyncio.Task[None]] = set()
 
     async def finish(sample_id: str) -> None:
@@ -309,7 +311,9 @@ async def _generate_and_score(
         if bar is not None:
             bar.update(1)
 
-    def start_scoring(sample_id: str) -> None:
+    async def start_scoring(sample_id: str) -> None:
+        if slots == 1:
+            return await finish(sample_id)
         for task in [t for t in scoring if t.done()]:  # a scorer's error stops the run at once
             scoring.discard(task)
             task.result()
@@ -318,7 +322,7 @@ async def _generate_and_score(
     try:
         for sample_id, reqs in requests.items():  # everything the cache answered is scored first
             if all(r.key() in answers for r in reqs):
-                start_scoring(sample_id)
+                await start_scoring(sample_id)
         if unique:
             await adapter.preflight()
             todo = list(unique.values())
@@ -342,7 +346,7 @@ async def _generate_and_score(
                             _cache_put(cache, identity, key, completion)
                         for sample_id in sorted(waiting_on.pop(key, ())):
                             if all(r.key() in answers for r in requests[sample_id]):
-                                start_scoring(sample_id)
+                                await start_scoring(sample_id)
             finally:
                 for task in tasks:
                     task.cancel()
