@@ -285,7 +285,10 @@ class Safety:
         return score_verdict(sample, found, self.judge)
 
     def scoring_slots(self) -> int:
-        """Samples judged at once: enough to fill the judge model's batches and connections."""
+        """Samples judged at once: the heuristic is pure Python, so one (inline, like any such scorer);
+        a model judge gets enough to fill its batches and connections."""
+        if self.judge == HEURISTIC or self.async_judge is None:
+            return 1
         adapter = getattr(self.async_judge, "adapter", None)
         capacity = 0 if adapter is None else max(1, adapter.concurrency) * max(1, adapter.batch_size)
         return min(1024, max(32, capacity))
