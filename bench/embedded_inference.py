@@ -11,7 +11,17 @@ What is measured, on the first N GSM8K test problems (default 20) as the suite a
 - `--cli`: additionally the whole `harness eval --checkpoint embedded --suite gsm8k --limit N --max-tokens M
   --no-cache --fresh` process (start-up, model load, scoring, files) as seen from outside.
 
-Useful tokens/s = completion tokens / generation wall seconds (model load timed apart). The two modes
+Builds (issue 14: the guard and the portable build must not cost speed where the old build worked):
+
+- `--baseline-python PY` adds the mode "baseline": the same adapter worker run by another interpreter,
+  e.g. a venv whose llama-cpp-python is the old default build (`pip install llama-cpp-python`,
+  `-march=native`) with this project installed. "adapter" (this venv: the portable
+  `CMAKE_ARGS="-DGGML_NATIVE=OFF"` build behind the guard) over "baseline" is the old-vs-new ratio, measured
+  in one run; the guard's probe runs before the timed generation in both;
+- `--fallback` adds the adapter on the guard's fallback path (extra buffer types off,
+  `HARNESS_LLAMA_EXTRA_BUFFERS=off`), to show what the fallback costs on this CPU.
+
+Useful tokens/s = completion tokens / generation wall seconds (model load timed apart). The modes
 alternate (A B, B A, A B ... for `--rounds`), each in a fresh Python process, so load on the machine hits
 both alike; the ratio is taken per round. Also checks that both produce the same texts. Fresh processes
 matter: llama.cpp here is built with OpenMP, and once one thread of a process has run it, running it from
@@ -30,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -41,13 +52,14 @@ from typing import Any
 
 from adapters import create_adapter
 from adapters.llama_cpp import DEFAULT_N_CTX, LlamaCppAdapter, embedded_gguf_path
+from adapters.llama_guard import MODE_ENV
 from harness.checkpoints import parse_checkpoint
 from harness.data import resolve_data_source
 from harness.types import Request
 from suites.gsm8k import GSM8K
 
 
-def via_adapter(requests: list[Request]) -> dict[str, Any]:
+def via_adapter(requests: list[Request], mode: str = "adapter") -> dict[str, Any]:
     adapter = create_adapter(parse_checkpoint("embedded"))
     assert isinstance(adapter, LlamaCppAdapter)
     start = time.perf_counter()
@@ -64,7 +76,9 @@ def via_adapter(requests: list[Request]) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     texts = [o.text for o in outs]
     prompt, completion = sum(o.prompt_tokens for o in outs), sum(o.completion_tokens for o in outs)
-    return result("adapter", load_s, seconds, prompt, completion, texts, adapter.threads)
+    assert adapter.native_verdict is not None
+    return {**result(mode, load_s, seconds, prompt, completion, texts, adapter.threads),
+            "llama_cpp_path": adapter.native_verdict.path}  # fmt: skip
 
 
 def via_llama_cpp(requests: list[Request], threads: int) -> dict[str, Any]:
@@ -130,18 +144,24 @@ def via_cli(limit: int, max_tokens: int) -> dict[str, Any]:
 
 
 def in_fresh_process(mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    python = args.baseline_python if mode == "baseline" else sys.executable
+    env = dict(os.environ)
+    if mode == "fallback":
+        env[MODE_ENV] = "off"
     command = [
-        sys.executable,
+        python,
         __file__,
         "--worker",
-        mode,
+        "adapter" if mode == "baseline" else mode,
         "--limit",
         str(args.limit),
         "--max-tokens",
         str(args.max_tokens),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    result["python"] = python
+    result["mode"] = mode
     return result
 
 
@@ -158,7 +178,13 @@ def main() -> int:
         action="store_true",
         help="run both modes in this one process (shows the OpenMP thread interference)",
     )
-    parser.add_argument("--worker", choices=("adapter", "alone"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--baseline-python", metavar="PY", help="also run the adapter under this interpreter (another build)"
+    )
+    parser.add_argument(
+        "--fallback", action="store_true", help="also time the adapter with extra buffer types off"
+    )
+    parser.add_argument("--worker", choices=("adapter", "alone", "fallback"), help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the results (with texts) as JSON here")
     args = parser.parse_args()
 
@@ -169,37 +195,50 @@ def main() -> int:
     samples = suite.load(resolve_data_source(None), args.limit).samples
     requests = [suite.requests(s, settings, "chat")[0] for s in samples]
     threads = LlamaCppAdapter(embedded_gguf_path(), "embedded").threads
-    modes = {"adapter": lambda: via_adapter(requests), "alone": lambda: via_llama_cpp(requests, threads)}
+    modes = {
+        "adapter": lambda: via_adapter(requests),
+        "baseline": lambda: via_adapter(requests, "adapter, baseline build"),
+        "alone": lambda: via_llama_cpp(requests, threads),
+        "fallback": lambda: via_adapter(requests, "adapter, extra buffer types off"),
+    }
     if args.worker:
         print(json.dumps(modes[args.worker]()))
         return 0
+    order = ["adapter", "alone", *(["baseline"] if args.baseline_python else []),
+             *(["fallback"] if args.fallback else [])]  # fmt: skip
     rounds = []
     for number in range(args.rounds):
         got = {}
-        for mode in ("adapter", "alone") if number % 2 == 0 else ("alone", "adapter"):  # A B, then B A
+        for mode in order if number % 2 == 0 else order[::-1]:  # A B C, then C B A
             got[mode] = modes[mode]() if args.same_process else in_fresh_process(mode, args)
             print(json.dumps({k: v for k, v in got[mode].items() if k != "texts"}), flush=True)
-        adapter, alone = got["adapter"], got["alone"]
-        ratio = adapter["completion_tokens_per_s"] / alone["completion_tokens_per_s"]
-        same = sum(a == b for a, b in zip(adapter["texts"], alone["texts"], strict=True))
-        rounds.append({"round": number + 1, "adapter": adapter, "alone": alone, "ratio": round(ratio, 3),
-                       "identical_texts": f"{same}/{len(requests)}"})  # fmt: skip
-        print(
-            json.dumps(
-                {"round": number + 1, "ratio": round(ratio, 3), "identical_texts": f"{same}/{len(requests)}"}
-            )
-        )
+        this_round: dict[str, Any] = {"round": number + 1, **got}
+        pairs = [(mode, "alone") for mode in order if mode != "alone"]
+        pairs += [("adapter", "baseline")] if args.baseline_python else []
+        for mode, reference in pairs:
+            ratio = got[mode]["completion_tokens_per_s"] / got[reference]["completion_tokens_per_s"]
+            same = sum(a == b for a, b in zip(got[mode]["texts"], got[reference]["texts"], strict=True))
+            this_round[f"{mode}/{reference}"] = {"ratio": round(ratio, 3), "identical_texts": same}
+        rounds.append(this_round)
+        print(json.dumps({k: v for k, v in this_round.items() if k not in modes}))
     summary: dict[str, Any] = {
         "problems": len(requests),
         "max_tokens": args.max_tokens,
         "same_process": args.same_process,
-        "median_ratio": round(statistics.median(r["ratio"] for r in rounds), 3),
+        "baseline_python": args.baseline_python,
+        "median_ratios": {
+            key: round(statistics.median(r[key]["ratio"] for r in rounds), 3)
+            for key in rounds[0]
+            if "/" in key
+        },
         "rounds": rounds,
     }
+    # kept for earlier readers of this file's output
+    summary["median_ratio"] = summary["median_ratios"]["adapter/alone"]
     if args.cli:
         summary["cli"] = via_cli(args.limit, args.max_tokens)
         print(json.dumps(summary["cli"]))
-    print(json.dumps({"median_ratio_adapter_over_alone": summary["median_ratio"]}))
+    print(json.dumps({"median_ratios": summary["median_ratios"]}))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

@@ -32,6 +32,9 @@ class Suite(Protocol):
     name: str
     version: str
     primary_metric: str
+    # What `harness eval` prints by default (the primary first); per-category breakdowns stay in the
+    # run's metrics.json, `harness show` and `eval --all-metrics`.
+    headline_metrics: tuple[str, ...]
     description: str  # the pinned settings, in words; shown by `harness suites show`
 
     def default_settings(self) -> GenerationSettings: ...

@@ -282,6 +282,7 @@ class AliceBase:
 
     version = "1.0"
     primary_metric = ACCURACY
+    headline_metrics: tuple[str, ...] = (ACCURACY,)
 
     def default_settings(self) -> GenerationSettings:
         return GenerationSettings(max_tokens=MAX_TOKENS, temperature=0.0)

@@ -118,6 +118,7 @@ class GSM8K:
     name = "gsm8k"
     version = "1.0"
     primary_metric = FLEX
+    headline_metrics: tuple[str, ...] = (FLEX, STRICT)
     description = __doc__ or ""
 
     def default_settings(self) -> GenerationSettings:

@@ -217,6 +217,7 @@ class IFEval:
     name = "ifeval"
     version = "1.0"
     primary_metric = PROMPT_LOOSE
+    headline_metrics: tuple[str, ...] = (PROMPT_LOOSE, PROMPT_STRICT, INST_STRICT, INST_LOOSE)
     description = __doc__ or ""
 
     def default_settings(self) -> GenerationSettings:

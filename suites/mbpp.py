@@ -151,6 +151,7 @@ class MBPP:
     name = "mbpp"
     version = "1.0"
     primary_metric = "pass@1"
+    headline_metrics: tuple[str, ...] = tuple(f"pass@{k}" for k in KS)
     description = __doc__ or ""
     data_file = "mbpp/mbpp.jsonl"
     hub_config = "full"

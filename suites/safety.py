@@ -192,6 +192,7 @@ def _combined(
 class Safety:
     version = "1.0"
     primary_metric = SAFETY
+    headline_metrics: tuple[str, ...] = (SAFETY, HB_REFUSAL, XS_UNSAFE, XS_OVER, HB_HARMFUL, JUDGE_ERRORS)
     description = __doc__ or ""
 
     def __init__(self, judge: str = HEURISTIC, subset: Subset = "all") -> None:

@@ -18,3 +18,15 @@ def test_ruff_passes() -> None:
         [sys.executable, "-m", "ruff", "check", "."], capture_output=True, text=True, cwd=ROOT
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ci_runs_the_readme_test_command_with_the_portable_llama_cpp_build() -> None:
+    """CI must run the README's command 2 verbatim, and every install command that compiles llama.cpp
+    must ask for the portable build (a native one dies on other CPUs once pip's cache hands it out)."""
+    readme = (ROOT / "README.md").read_text()
+    commands = [line for line in readme.splitlines() if line.startswith("python3 -m venv .venv && ")]
+    assert len(commands) == 2, commands
+    assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in commands:
+        assert "'.[local" in command and 'CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/pip install' in command
+    assert commands[0].endswith("harness eval --checkpoint embedded --limit 5")

@@ -67,6 +67,7 @@ class PromptSuite:
 
     version = "1"
     primary_metric = PASS_RATE
+    headline_metrics: tuple[str, ...] = (PASS_RATE,)
 
     def __init__(
         self,

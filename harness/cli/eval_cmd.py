@@ -72,6 +72,11 @@ def register(commands: Any) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     p.add_argument("--fresh", action="store_true", help="discard this run's finished samples and start over")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    p.add_argument(
+        "--all-metrics",
+        action="store_true",
+        help="print every metric, per-category breakdowns included (default: each suite's headline metrics)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or info lines (for CI)")
     p.set_defaults(func=run)
 
@@ -134,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([_as_json(suite, outcome) for suite, outcome in outcomes], indent=2))
     else:
-        _print_table(ref.raw, outcomes, quiet=args.quiet)
+        _print_table(ref.raw, outcomes, all_metrics=args.all_metrics)
     return 0
 
 
@@ -186,16 +191,21 @@ def _as_json(suite: Any, outcome: Any) -> dict[str, Any]:
     }
 
 
-def _print_table(checkpoint: str, outcomes: list[Any], quiet: bool) -> None:
+def _print_table(checkpoint: str, outcomes: list[Any], all_metrics: bool) -> None:
     from harness.table import METRIC_HEADERS, metric_cells, render
 
-    rows = []
+    rows, hidden = [], 0
     for suite, outcome in outcomes:
         for name, metric in outcome.metrics.items():
+            if not all_metrics and name not in suite.headline_metrics:
+                hidden += 1
+                continue
             marker = "*" if name == suite.primary_metric else ""
             rows.append([suite.name, name + marker, *metric_cells(metric)])
     print(f"checkpoint: {checkpoint}   (* primary metric; values in %, 95% CI)")
     print(render(["suite", "metric", *METRIC_HEADERS], rows, right=(2, 3, 5)))
+    if hidden:
+        print(f"({hidden} per-category metrics not shown: add --all-metrics, or `harness show RUN`)")
     for suite, outcome in outcomes:
         inv = outcome.invocation
         print(

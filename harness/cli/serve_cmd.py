@@ -3,7 +3,9 @@
 Peers (lm-eval's local-chat-completions, inspect-ai's openai-api provider) and this harness's own
 `http://HOST:PORT/v1#MODEL` form can then all hit the very same model. Prints one "ready" line with the
 URL once the server answers /v1/models; stops the server on Ctrl-C or SIGTERM (SIGKILL after a grace
-period, since llama.cpp's server can ignore SIGTERM for seconds).
+period, since llama.cpp's server can ignore SIGTERM for seconds). Before the server starts, the llama.cpp
+guard (adapters/llama_guard.py) probes the build in a child process; the server loads the model on the path
+that survived, and a build that cannot run on this CPU is an error (exit 5) instead of a dead server.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def run(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from adapters.llama_cpp import embedded_gguf_path, resolve_gguf, server_command
+    from adapters.llama_cpp import embedded_gguf_path, resolve_gguf, server_command, server_threads
+    from adapters.llama_guard import native_verdict
     from harness.checkpoints import EmbeddedRef, GgufRef, parse_checkpoint
     from harness.errors import MissingExtraError, UsageError
 
@@ -74,10 +77,15 @@ def run(args: argparse.Namespace) -> int:
     path = embedded_gguf_path() if isinstance(ref, EmbeddedRef) else resolve_gguf(ref.path)
     alias = args.alias or ("embedded" if isinstance(ref, EmbeddedRef) else path.stem)
     base = f"http://{args.host}:{args.port}/v1"
+    # The probe runs before the server: a build that dies on this CPU is a clear error (exit 5) here,
+    # not a server that crashes on its first long prompt.
+    verdict = native_verdict(path, server_threads())
     # The server's own logs (uvicorn writes access lines to stdout) go to stderr: stdout carries only
     # the "ready:" line and the hint, so scripts can wait for it.
     process = subprocess.Popen(
-        server_command(path, args.host, args.port, alias), stdin=subprocess.DEVNULL, stdout=sys.stderr
+        server_command(path, args.host, args.port, alias, verdict.extra_buffers),
+        stdin=subprocess.DEVNULL,
+        stdout=sys.stderr,
     )
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -258,3 +258,38 @@ def test_sampling_flags_reach_the_run_settings(data_dir: Path, tmp_path: Path) -
     assert (generation["n"], generation["temperature"], generation["top_p"]) == (2, 0.8, 0.9)
     assert len(json.loads((run.run_dir / "samples.jsonl").read_text().splitlines()[0])["completions"]) == 1
     assert run.metrics["pass@1"]["value"] == 0.5  # one of the two responses passes for each problem
+
+
+def test_eval_table_shows_headline_metrics_and_all_metrics_shows_breakdowns(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from harness.data import resolve_data_source
+    from suites import get_suite
+    from suites.alice import CATEGORIES
+
+    suite = get_suite("alice")
+    samples = suite.load(resolve_data_source(str(data_dir)), 12).samples
+    replay = tmp_path / "gold.jsonl"
+    replay.write_text(
+        "".join(json.dumps({"sample_id": s.id, "text": suite.gold_response(s)}) + "\n" for s in samples)
+    )
+    args = (
+        "eval",
+        "--checkpoint",
+        f"replay:{replay}",
+        "--suite",
+        "alice",
+        "--limit",
+        "12",
+        "--out",
+        str(tmp_path),
+    )
+    short = harness(*args, "--quiet")
+    assert short.returncode == 0, short.stderr
+    rows = [line.split()[1] for line in short.stdout.splitlines() if line.startswith("alice ")]
+    assert rows == ["accuracy*"]
+    assert "(6 per-category metrics not shown: add --all-metrics, or `harness show RUN`)" in short.stdout
+    full = harness(*args, "--quiet", "--all-metrics")
+    rows = [line.split()[1] for line in full.stdout.splitlines() if line.startswith("alice ")]
+    assert rows == ["accuracy*", *(f"accuracy_{category}" for category in CATEGORIES)]
+    assert "not shown" not in full.stdout

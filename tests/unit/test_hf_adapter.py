@@ -258,12 +258,12 @@ def test_exported_weights_give_llama_cpp_logits(exported_hf_dir: Path) -> None:
     logits correlation 0.9994 at the last position, the same arg-max at 69/69 positions; 95% of positions
     on another prompt). The remaining gap is llama.cpp's quantized matmuls (activations rounded to 8 bits),
     not different weights: a wrong export (e.g. unpermuted q/k projections) breaks both numbers."""
-    import llama_cpp
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from adapters.llama_cpp import embedded_gguf_path
+    from adapters.llama_guard import load_llama
 
     tokenizer = AutoTokenizer.from_pretrained(exported_hf_dir)
     model = AutoModelForCausalLM.from_pretrained(exported_hf_dir, dtype=torch.float32)
@@ -272,9 +272,7 @@ def test_exported_weights_give_llama_cpp_logits(exported_hf_dir: Path) -> None:
         [{"role": "user", "content": PROMPTS[2]}], tokenize=False, add_generation_prompt=True
     )
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    llm = llama_cpp.Llama(
-        model_path=str(embedded_gguf_path()), n_ctx=256, logits_all=True, verbose=False, seed=0
-    )
+    llm, _ = load_llama(embedded_gguf_path(), threads=2, n_ctx=256, logits_all=True, verbose=False, seed=0)
     llm.eval(ids)
     reference = np.array(llm.scores[: len(ids)])
     with torch.inference_mode():
