@@ -345,6 +345,9 @@ def load_llama(model_path: Path, threads: int, **kwargs: Any) -> tuple[Any, Nati
     from llama_cpp import Llama
 
     from adapters.llama_probe import extra_buffers
+    from adapters.llama_replay import install
+
+    install()  # a retried or resumed prompt gets the answer it got the first time
 
     with extra_buffers(verdict.extra_buffers):
         llm = Llama(model_path=str(model_path), n_threads=threads, n_threads_batch=threads, **kwargs)

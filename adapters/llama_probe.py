@@ -32,6 +32,10 @@ def _patch_default_params(enabled: bool) -> Any:
     """Make llama_cpp.Llama(...) load models with `use_extra_bufts = enabled`; returns the original."""
     import llama_cpp.llama_cpp as low
 
+    if "use_extra_bufts" not in {name for name, *_ in low.llama_model_params._fields_}:
+        raise RuntimeError(
+            "this llama-cpp-python has no use_extra_bufts; install the [local] extra's version"
+        )
     original = low.llama_model_default_params
 
     def patched() -> Any:

@@ -28,6 +28,9 @@ def main() -> None:
     if sys.argv[1:2] != ["--extra-buffers"] or sys.argv[2:3] not in (["on"], ["off"]):
         sys.exit("usage: python -m adapters.llama_server --extra-buffers on|off [llama_cpp.server args]")
     set_extra_buffers_for_process(sys.argv[2] == "on")
+    from adapters.llama_replay import install
+
+    install()  # a retried request gets the answer it got the first time
     del sys.argv[1:3]
     patch_defaults()  # before the app module builds its routes from these models
     from llama_cpp.server.__main__ import main as serve
