@@ -28,5 +28,8 @@ def test_ci_runs_the_readme_test_command_with_the_portable_llama_cpp_build() -> 
     assert len(commands) == 2, commands
     assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
     for command in commands:
-        assert "'.[local" in command and 'CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/pip install' in command
+        assert (
+            "'.[local" in command
+            and 'CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" .venv/bin/pip install' in command
+        )
     assert commands[0].endswith("harness eval --checkpoint embedded --limit 5")

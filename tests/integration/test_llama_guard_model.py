@@ -114,7 +114,10 @@ def test_eval_with_an_unusable_library_exits_5_with_one_paragraph_and_keeps_fini
     assert "Illegal instruction" not in err and "Traceback" not in err
     (paragraph,) = [line for line in err.splitlines() if line.startswith("harness: error:")]
     assert "compiled for CPU features this CPU" in paragraph and "AVX512, AMX_INT8" in paragraph
-    assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF"' in paragraph and "--force-reinstall --no-cache-dir" in paragraph
+    assert (
+        'CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"' in paragraph
+        and "--force-reinstall --no-cache-dir" in paragraph
+    )
     assert samples.read_bytes() == before  # the two finished samples, untouched
 
 

@@ -105,7 +105,10 @@ def test_no_usable_path_is_one_paragraph_naming_the_feature_and_the_fix(
     assert "compiled for CPU features this CPU" in error.problem and "AVX512" in error.problem
     assert "killed by SIGILL" in error.problem and "\n" not in error.message
     assert error.fix is not None and fix_command() in error.fix
-    assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF"' in error.fix and "--no-cache-dir --no-deps" in error.fix
+    assert (
+        'CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"' in error.fix
+        and "--no-cache-dir --no-deps" in error.fix
+    )
     assert sys.executable in error.fix
     # nothing cached: after the reinstall the next run probes again
     with pytest.raises(NativeLibraryError):
@@ -122,7 +125,7 @@ def test_a_cpu_without_avx2_is_told_to_build_for_itself(
     with pytest.raises(NativeLibraryError) as caught:
         native_verdict(model, threads=1)
     assert "AVX2" in caught.value.problem  # the fake build claims AVX2, which this CPU lacks
-    assert caught.value.fix is not None and '"-DGGML_NATIVE=ON"' in caught.value.fix
+    assert caught.value.fix is not None and '"-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF"' in caught.value.fix
 
 
 def test_a_python_error_is_not_blamed_on_the_cpu(
