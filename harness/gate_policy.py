@@ -185,17 +185,10 @@ def build_policy(raw: Mapping[str, Any], source: str) -> GatePolicy:
 def load_policy(path: str | None) -> GatePolicy:
     if path is None:
         return build_policy({}, "built-in defaults")
-    import yaml  # type: ignore[import-untyped]
+    from harness.readers import read_yaml
 
     file = Path(path).expanduser()
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(
-            f"The gate policy {file} does not exist.", "Start from docs/gate.example.yaml."
-        ) from None
-    except yaml.YAMLError as error:
-        raise UsageError(f"The gate policy {file} is not valid YAML ({error}).", "Fix the file.") from None
+    raw = read_yaml(file, "gate policy", fix="Fix the file; docs/gate.example.yaml shows every key.")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -222,14 +222,9 @@ def parse_stage_config(mapping: Any, source: str) -> StageConfig:
 
 
 def read_yaml(path: Path) -> Any:
-    import yaml  # type: ignore[import-untyped]
+    from harness.readers import read_yaml as read_strict
 
-    if not path.is_file():
-        raise UsageError(f"The config file {path} does not exist.")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise UsageError(f"{path} is not valid YAML: {error}.") from None
+    return read_strict(path, "config file", fix="Fix the file; `--example-config` prints every key.")
 
 
 def load_stage_config(path: Path) -> StageConfig:
