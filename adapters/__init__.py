@@ -38,6 +38,7 @@ class AdapterOptions:
     device: str | None = None  # hf: "cpu", "cuda", "cuda:1"; None: cuda when available
     tensor_parallel_size: int = 1  # vllm: GPUs to shard over
     price_table: str | None = None  # tinker: JSON file overriding the built-in USD prices per 1M tokens
+    max_reply_bytes: int | None = None  # endpoints: bytes read per reply; None: scaled by max_tokens x n
 
 
 AdapterFactory = Callable[[CheckpointRef, AdapterOptions], Adapter]
@@ -79,6 +80,7 @@ def _endpoint(ref: CheckpointRef, options: AdapterOptions) -> Adapter:
         timeout_s=options.timeout_s,
         api_key_env=options.api_key_env,
         retry=RetryPolicy(max_attempts=options.max_attempts),
+        max_reply_bytes=options.max_reply_bytes,
     )
 
 

@@ -51,10 +51,26 @@ def llama_cpp_version() -> str:
         ) from None
 
 
+GGUF_MAGIC = b"GGUF"
+
+
 def resolve_gguf(path_text: str) -> Path:
+    """The file behind `gguf:PATH`, checked to be a GGUF (its 4-byte magic) before llama.cpp sees it:
+    llama.cpp handed another file fails deep inside the native loader."""
     path = Path(path_text).expanduser()
     if not path.is_file():
         raise UsageError(f"The GGUF file {path} does not exist.", "Check the path after 'gguf:'.")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(len(GGUF_MAGIC))
+    except OSError as error:
+        raise UsageError(f"Cannot read the GGUF file {path}: {error.strerror or error}.",
+                         "Check the path after 'gguf:' and the file's permissions.") from None  # fmt: skip
+    if magic != GGUF_MAGIC:
+        raise UsageError(
+            f"{path} is not a GGUF model file (it starts with {magic!r}, not {GGUF_MAGIC!r}).",
+            "Point 'gguf:' at a .gguf file; for a transformers folder use hf:DIR.",
+        )
     return path.resolve()
 
 

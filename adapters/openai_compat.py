@@ -8,6 +8,14 @@ are not retried: they will not get better and are reported with the server's own
 
 The API key is read from the environment variable named by `?api_key_env=VAR` (or --api-key-env) and
 only ever placed in the Authorization header; identity(), manifests and errors carry the variable's name.
+Credentials in the URL (see harness.checkpoints: Basic for USER:PASSWORD, Bearer for a lone token) are
+sent the same way and never stored; giving both is refused.
+
+A reply is hostile input: one that is not a valid completion (no or empty `choices`, a choice without
+`message`/`text`, `content` null or not a string, wrong types, not JSON) or that is larger than the reply
+cap is retried like a 5xx and, if it never gets better, ends the run with exit 3: it is never returned as
+a sample, so it is never cached. The cap (bytes read per reply) is `max_reply_bytes`, by default
+BYTES_PER_TOKEN x max_tokens x n + REPLY_OVERHEAD_BYTES, at least MIN_REPLY_BYTES.
 """
 
 from __future__ import annotations
@@ -20,18 +28,26 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 
+from adapters.openai_replies import FewerChoices, MalformedReply, parse_completion
 from harness.checkpoints import EndpointRef
 from harness.errors import EndpointError, UsageError
-from harness.types import ApiKind, Completion, Request
+from harness.types import ApiKind, Completion, GenerationSettings, Request
 
 log = logging.getLogger("harness.openai")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# Reply cap: a token is a few bytes of text, up to ~6x more once JSON-escaped (\uXXXX); 64 per token
+# leaves room for that and for reasoning text that some servers return beside the answer.
+BYTES_PER_TOKEN = 64
+REPLY_OVERHEAD_BYTES = 64 * 1024
+MIN_REPLY_BYTES = 1 << 20
+MODELS_LIST_BYTES = 8 << 20  # GET /models on a hosted API lists hundreds of models
+ERROR_BODY_BYTES = 64 * 1024  # a 4xx body is only quoted (300 characters)
 
 
 @dataclass(frozen=True)
@@ -61,15 +77,43 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-class _FewerChoices(Exception):
-    """The server ignored `n` (llama.cpp's server does): fall back to n separate requests."""
+def reply_byte_cap(settings: GenerationSettings, override: int | None = None) -> int:
+    """The most bytes read from one reply: `override` when given, else a budget per requested token."""
+    if override is not None:
+        return override
+    return max(MIN_REPLY_BYTES, BYTES_PER_TOKEN * settings.max_tokens * settings.n + REPLY_OVERHEAD_BYTES)
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str, wait_s: float | None = None) -> None:
+    def __init__(self, reason: str, wait_s: float | None = None, detail: str | None = None) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason = reason  # a short kind, the key of retry_counts
         self.wait_s = wait_s
+        self.detail = detail or reason  # what the final error says
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    """The body, or None as soon as it is over `cap` bytes (decompressed; nothing more is read)."""
+    if response.content_length is not None and response.content_length > cap:
+        response.close()
+        return None
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > cap:
+            response.close()  # drop the connection rather than drain the rest
+            return None
+    return bytes(body)
+
+
+_RESUME = "Finished samples are saved; re-run the same command to resume"
+_FAILURE_HINTS = {
+    "": f"{_RESUME} once the server is healthy.",
+    "malformed reply": "Such replies are never stored or cached. Check the server (its logs, the model's chat "
+    f"template, the API path: ?api=text for /v1/completions); {_RESUME.lower()} once it answers properly.",
+    "oversize reply": "Nothing of it was stored. If the server's replies are legitimately that large, raise "
+    f"the cap with --max-reply-bytes N; {_RESUME.lower()}.",
+}
 
 
 class OpenAICompatAdapter:
@@ -82,6 +126,7 @@ class OpenAICompatAdapter:
         timeout_s: float = 600.0,
         api_key_env: str | None = None,
         retry: RetryPolicy | None = None,
+        max_reply_bytes: int | None = None,
     ) -> None:
         self.ref = ref
         self.api: ApiKind = "text" if ref.api == "text" else "chat"
@@ -89,7 +134,14 @@ class OpenAICompatAdapter:
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self.retry_counts: Counter[str] = Counter()
+        self.max_reply_bytes = max_reply_bytes
         self._key_env = api_key_env or ref.api_key_env
+        if self._key_env is not None and ref.authorization is not None:
+            raise UsageError(
+                f"The endpoint {ref.base_url} was given credentials twice: in the URL and through the "
+                f"variable {self._key_env}.",
+                "Give them one way: drop the user:password@ part of the URL, or drop api_key_env / --api-key-env.",
+            )
         self._api_key = self._read_key()
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
@@ -114,7 +166,29 @@ class OpenAICompatAdapter:
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
+        elif self.ref.authorization:
+            headers["Authorization"] = self.ref.authorization
         return headers
+
+    def _auth_error(self, status: int) -> EndpointError:
+        """401/403: say which credentials were sent (by the variable's name, never the value)."""
+        what = f"HTTP {status} (authentication)"
+        if self._key_env is not None:
+            return EndpointError(
+                f"The endpoint {self.ref.base_url} rejected the API key with {what}: the key from "
+                f"${self._key_env} was sent (Authorization: Bearer) and refused.",
+                f"Check that ${self._key_env} holds a valid, current key for this server and model.",
+            )
+        if self.ref.auth_scheme is not None:
+            return EndpointError(
+                f"The endpoint {self.ref.base_url} rejected the credentials from the URL with {what}: "
+                f"they were sent (Authorization: {self.ref.auth_scheme}) and refused.",
+                "Check the user and password (or token) in the URL, or pass the key with ?api_key_env=VAR.",
+            )
+        return EndpointError(
+            f"The endpoint {self.ref.base_url} rejected the request with {what}; no key was sent.",
+            "Name the variable holding the key with ?api_key_env=VAR in the reference or --api-key-env VAR.",
+        )
 
     def _session_or_new(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -137,7 +211,7 @@ class OpenAICompatAdapter:
                 async with self._session_or_new().get(
                     url, timeout=aiohttp.ClientTimeout(total=15)
                 ) as response:
-                    status, body = response.status, await response.text()
+                    status, body = response.status, await _read_capped(response, MODELS_LIST_BYTES)
                 break
             except (TimeoutError, aiohttp.ClientError, OSError) as error:
                 if attempt < 2:
@@ -150,17 +224,15 @@ class OpenAICompatAdapter:
                     "--checkpoint http://127.0.0.1:8080/v1#embedded.",
                 ) from None
         if status in (401, 403):
-            raise EndpointError(
-                f"The endpoint {self.ref.base_url} rejected the request with HTTP {status} (authentication).",
-                "Name the variable holding the key with ?api_key_env=VAR in the reference or --api-key-env VAR.",
-            )
-        if status == 200:
+            raise self._auth_error(status)
+        if status == 200 and body is not None:  # an oversize list only skips the model check
             try:
                 listed = {str(m.get("id")) for m in json.loads(body).get("data", [])}
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, TypeError):
                 listed = set()
             if listed and self.ref.model not in listed:
-                log.warning("model '%s' is not among %s listed by %s", self.ref.model, sorted(listed), url)
+                shown = sorted(listed)[:20]  # a hosted API lists hundreds
+                log.warning("model '%s' is not among %s listed by %s", self.ref.model, shown, url)
 
     def _payload(self, request: Request) -> dict[str, Any]:
         s = request.settings
@@ -182,51 +254,38 @@ class OpenAICompatAdapter:
             payload["prompt"] = request.prompt
         return payload
 
-    def _parse(self, body: Mapping[str, Any], n: int, latency: float) -> Completion:
-        choices = sorted(body["choices"], key=lambda c: int(c.get("index", 0)))
-        if len(choices) < n:
-            raise _FewerChoices()
-        if self.api == "chat":
-            texts = [str((c.get("message") or {}).get("content") or "") for c in choices]
-        else:
-            texts = [str(c["text"]) for c in choices]
-        usage = body.get("usage") or {}
-        return Completion(
-            texts=tuple(texts[:n]),
-            finish_reasons=tuple(str(c.get("finish_reason") or "unknown") for c in choices[:n]),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            latency_s=latency,
-        )
-
-    async def _attempt(self, url: str, payload: dict[str, Any], n: int) -> Completion:
-        start = time.perf_counter()
+    async def _attempt(self, url: str, payload: dict[str, Any], settings: GenerationSettings) -> Completion:
+        start, cap = time.perf_counter(), reply_byte_cap(settings, self.max_reply_bytes)
         try:
             async with self._session_or_new().post(url, json=payload) as response:
                 if response.status in RETRYABLE_STATUS:
                     wait = parse_retry_after(response.headers.get("Retry-After"))
                     raise _Retry(f"HTTP {response.status}", wait)
+                if response.status in (401, 403):
+                    raise self._auth_error(response.status)
                 if response.status != 200:
-                    detail = (await response.text())[:300].strip()
+                    quoted = await _read_capped(response, ERROR_BODY_BYTES)
+                    detail = (quoted or b"").decode("utf-8", "replace")[:300].strip()
                     raise EndpointError(
                         f"The endpoint answered HTTP {response.status} for {url}: {detail}",
                         "This is not retried; fix the request (model name, max_tokens vs context) or the server.",
                     )
-                raw = await response.read()
+                raw = await _read_capped(response, cap)
         except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as error:
             raise _Retry(type(error).__name__) from None
+        if raw is None:
+            raise _Retry("oversize reply", detail=f"the reply was over the cap of {cap} bytes")
         try:
-            body = json.loads(raw)
-            return self._parse(body, n, time.perf_counter() - start)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise _Retry("malformed or truncated body") from None
+            return parse_completion(raw, self.api, settings.n, time.perf_counter() - start)
+        except MalformedReply as error:
+            raise _Retry("malformed reply", detail=f"the reply is not a valid completion: {error}") from None
 
     async def _send(self, request: Request) -> Completion:
         if request.settings.n > 1 and self._split_n:
             return await self._send_split(request)
         try:
             return await self._send_once(request)
-        except _FewerChoices:
+        except FewerChoices:
             self._split_n = True
             return await self._send_split(request)
 
@@ -253,13 +312,13 @@ class OpenAICompatAdapter:
                 "Use ?api=chat or ?api=text to match what the suite supports.",
             )
         url, payload = f"{self.ref.base_url}/{path}", self._payload(request)
-        last = ""
+        last = _Retry("")
         for attempt in range(self.retry.max_attempts):
             try:
-                return await self._attempt(url, payload, request.settings.n)
+                return await self._attempt(url, payload, request.settings)
             except _Retry as retry:
                 self.retry_counts[retry.reason] += 1
-                last = retry.reason
+                last = retry
                 if attempt + 1 == self.retry.max_attempts:
                     break
                 delay = self.retry.backoff(attempt, self._rng)
@@ -269,8 +328,8 @@ class OpenAICompatAdapter:
                 await asyncio.sleep(delay)
         raise EndpointError(
             f"The endpoint {self.ref.base_url} kept failing for sample {request.sample_id} "
-            f"({self.retry.max_attempts} attempts, last: {last}).",
-            "Finished samples are saved; re-run the same command to resume once the server is healthy.",
+            f"({self.retry.max_attempts} attempts, last: {last.detail}).",
+            _FAILURE_HINTS.get(last.reason, _FAILURE_HINTS[""]),
         )
 
     async def generate(self, requests: Sequence[Request]) -> list[Completion]:

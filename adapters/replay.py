@@ -8,12 +8,15 @@ recorded run) without a model.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import DataError, UsageError
+from harness.readers import parse_json, read_bytes
+from harness.store import holds_lone_surrogate
 from harness.types import ApiKind, Completion, Request
+
+_FIX = 'Each line must be {"sample_id": "...", "text": "..."} (or "texts": [...]), in UTF-8.'
 
 
 class ReplayAdapter:
@@ -27,22 +30,26 @@ class ReplayAdapter:
                 f"The replay file {self.path} does not exist.", "Check the path after 'replay:'."
             )
         self.api: ApiKind = "chat"
-        raw = self.path.read_bytes()
+        raw = read_bytes(self.path, "replay file", fix=_FIX)
         self._identity = f"replay:{hashlib.sha256(raw).hexdigest()[:16]}"
         self._responses: dict[str, tuple[str, ...]] = {}
-        for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        # Lines split on "\n" only (a U+2028 inside a JSON string is text); bytes decoded strictly.
+        for number, line in enumerate(raw.split(b"\n"), start=1):
             if not line.strip():
                 continue
+            row = parse_json(line, self.path, "replay file", number, _FIX)
             try:
-                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise TypeError("not a JSON object")
+                if holds_lone_surrogate(row):
+                    raise TypeError("a lone surrogate escape (\\ud800-\\udfff) is not text")
                 texts = row["texts"] if "texts" in row else [row["text"]]
-                if not all(isinstance(t, str) for t in texts):
-                    raise TypeError("texts must be strings")
+                if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+                    raise TypeError("'text' must be a string and 'texts' a non-empty list of strings")
                 self._responses[str(row["sample_id"])] = tuple(texts)
-            except (ValueError, KeyError, TypeError) as error:
+            except (KeyError, TypeError) as error:
                 raise DataError(
-                    f"{self.path}:{number} is not a replay record ({type(error).__name__}: {error}).",
-                    'Each line must be {"sample_id": "...", "text": "..."}.',
+                    f"{self.path}:{number} is not a replay record ({type(error).__name__}: {error}).", _FIX
                 ) from None
 
     def identity(self) -> str:

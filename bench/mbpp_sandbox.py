@@ -48,6 +48,7 @@ def summarize(mode: str, results: list[ProgramResult], seconds: float) -> dict[s
         "programs_per_s": round(len(results) / seconds, 1),
         "median_program_s": round(statistics.median(r.duration_s for r in results), 4),
         "network_isolated": all(r.network_isolated for r in results),
+        "processes_hidden": all(r.processes_hidden for r in results),
         "privileges_dropped": all(r.privileges_dropped for r in results),
         "failures": failed[:5],
     }

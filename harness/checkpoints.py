@@ -1,13 +1,21 @@
 """Parsing of `--checkpoint` references. Every form of the design parses here, whether or not its
-backend is installed; a reference that matches no form fails with the list of valid forms."""
+backend is installed; a reference that matches no form fails with the list of valid forms.
+
+Credentials in an endpoint URL (`http://USER:PASSWORD@HOST/v1#MODEL`) are taken out here, before anything
+can store them: `raw` (run folder names, manifests, the site, bundles) is the URL without its userinfo,
+and the credentials live only in `EndpointRef.authorization`, kept out of repr() and equality. The rule:
+`USER:PASSWORD` is sent as HTTP Basic; a lone token (`TOKEN@` or `:TOKEN@`) as `Bearer TOKEN`. Error
+messages never echo userinfo or option values that are not known options.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import ClassVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from harness.errors import UsageError
 
@@ -28,8 +36,32 @@ _REGISTRY_TAG = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):([A-Za-z0-9][A-Za-z0-9_.-
 _TINKER = re.compile(r"^tinker://([^/\s]+)/sampler_weights/([^/\s]+)$")
 
 
+_KNOWN_OPTIONS = ("api_key_env", "api")
+_USERINFO = re.compile(r"(?<=//)[^#]*@")  # up to the last '@' before the fragment: over-redacts, never under
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
+_OPTION_VALUE = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
+
+
+def redact_reference(text: str) -> str:
+    """A reference as it may be shown in a message: no userinfo, no value of an unknown option.
+
+    Aggressive on purpose (it works on references that do not parse): an '@' anywhere between '//' and
+    the fragment drops everything up to it, and `?token=...` shows as `?token=***`."""
+    head, sep, fragment = text.partition("#")
+    head = _USERINFO.sub("", head, count=1)
+
+    def mask(match: re.Match[str]) -> str:
+        keep = match.group(2) in _KNOWN_OPTIONS and _ENV_NAME.match(match.group(3) or "_")
+        return match.group(0) if keep else f"{match.group(1)}{match.group(2)}=***"
+
+    return _OPTION_VALUE.sub(mask, head) + sep + _OPTION_VALUE.sub(mask, fragment)
+
+
 def _bad(raw: str, problem: str) -> UsageError:
-    return UsageError(f"Invalid --checkpoint '{raw}': {problem}.", f"Use one of these forms:\n{VALID_FORMS}")
+    return UsageError(
+        f"Invalid --checkpoint '{redact_reference(raw)}': {problem}.",
+        f"Use one of these forms:\n{VALID_FORMS}",
+    )
 
 
 @dataclass(frozen=True)
@@ -91,6 +123,14 @@ class EndpointRef(CheckpointRef):
     api: str = "chat"
     api_key_env: str | None = None
     options: tuple[tuple[str, str], ...] = field(default=())
+    # The Authorization header value built from the URL's userinfo ("Basic ..." or "Bearer ..."); a
+    # secret: never in repr(), and not part of equality, so identity and cache keys ignore it.
+    authorization: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def auth_scheme(self) -> str | None:
+        """The scheme, Basic or Bearer, when the URL carried credentials (safe to show; the value is not)."""
+        return None if self.authorization is None else self.authorization.partition(" ")[0]
 
 
 @dataclass(frozen=True)
@@ -115,33 +155,62 @@ def _split_lora(raw: str, body: str, what: str) -> tuple[str, str | None]:
     return base, (lora or None)
 
 
+def _authorization(user: str | None, password: str | None) -> str | None:
+    """USER:PASSWORD is HTTP Basic; a lone token (only a user part, or only a password part) is Bearer."""
+    user, password = unquote(user or ""), unquote(password or "")
+    if user and password:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    token = user or password
+    return f"Bearer {token}" if token else None
+
+
 def _parse_endpoint(raw: str) -> EndpointRef:
+    if _UNSAFE.search(raw):  # urlsplit drops some of these silently, which would skew the redaction below
+        raise _bad(raw, "the URL contains spaces or control characters")
     parts = urlsplit(raw)
     if not parts.hostname:
         raise _bad(raw, "the URL has no host")
+    try:
+        parts.port  # noqa: B018 - property access validates the port
+    except ValueError:
+        raise _bad(
+            raw, "the port is not a number (a password with '/', '?' or '#' must be percent-encoded)"
+        ) from None
+    if parts.query:
+        raise _bad(
+            raw,
+            "the URL has a query before '#MODEL', which is never sent; options go after the model "
+            "(#MODEL?api_key_env=VAR), and a key belongs in an environment variable, not in the URL",
+        )
     if not parts.fragment:
         raise _bad(raw, "the model name is missing; add it after '#', e.g. http://127.0.0.1:8080/v1#my-model")
     model, _, query = parts.fragment.partition("?")
     if not model:
         raise _bad(raw, "the model name after '#' is empty")
     options = dict(parse_qsl(query, keep_blank_values=True))
-    unknown = sorted(set(options) - {"api_key_env", "api"})
+    unknown = sorted(set(options) - set(_KNOWN_OPTIONS))
     if unknown:
         raise _bad(raw, f"unknown option(s) {', '.join(unknown)} after the model (known: api_key_env, api)")
     api = options.get("api", "chat")
     if api not in ("chat", "text"):
-        raise _bad(raw, f"api must be 'chat' or 'text', not '{api}'")
+        raise _bad(raw, "api must be 'chat' or 'text'")
     key_env = options.get("api_key_env")
     if key_env is not None and not _ENV_NAME.match(key_env):
-        raise _bad(raw, f"api_key_env must name an environment variable, not '{key_env}'")
-    base_url = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+        # Not echoed: a value that is no variable name is most likely the key itself, pasted.
+        raise _bad(
+            raw, "api_key_env must name an environment variable (letters, digits, '_'), not hold the key"
+        )
+    # The userinfo is dropped from everything stored; it travels only as the Authorization header.
+    hostport = parts.netloc.rpartition("@")[2]
+    redacted = f"{parts.scheme}://{hostport}{raw[len(parts.scheme) + 3 + len(parts.netloc) :]}"
     return EndpointRef(
-        raw=raw,
-        base_url=base_url,
+        raw=redacted,
+        base_url=f"{parts.scheme}://{hostport}{parts.path}".rstrip("/"),
         model=model,
         api=api,
         api_key_env=key_env,
         options=tuple(sorted(options.items())),
+        authorization=_authorization(parts.username, parts.password),
     )
 
 

@@ -130,7 +130,7 @@ def _suite_policy(raw: Any, base: SuitePolicy, where: str) -> SuitePolicy:
         raise _bad(where, f"expected a mapping, got {type(raw).__name__}")
     unknown = set(raw) - _SUITE_KEYS
     if unknown:
-        raise _bad(where, f"unknown key(s) {sorted(unknown)} (known: {sorted(_SUITE_KEYS)})")
+        raise _bad(where, f"unknown key(s) {sorted(unknown, key=str)} (known: {sorted(_SUITE_KEYS)})")
     policy = base
     if "allowed_drop" in raw:
         policy = replace(policy, allowed_drop=_number(raw["allowed_drop"], f"{where}.allowed_drop", 0, 100))
@@ -152,7 +152,7 @@ def build_policy(raw: Mapping[str, Any], source: str) -> GatePolicy:
     entry of that suite; keys it leaves out come from the file's `defaults`, then the shipped ones)."""
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        raise _bad(source, f"unknown key(s) {sorted(unknown)} (known: {sorted(_TOP_KEYS)})")
+        raise _bad(source, f"unknown key(s) {sorted(unknown, key=str)} (known: {sorted(_TOP_KEYS)})")
     merged = {**DEFAULT_POLICY, **raw}
     alpha = _number(merged["alpha"], "alpha", 1e-6, 0.5)
     min_samples = int(_number(merged["min_samples"], "min_samples", 1, 1e9, True))

@@ -23,11 +23,33 @@ from typing import Any
 from harness.checkpoints import CheckpointRef, RegistryRef, parse_checkpoint
 from harness.errors import DataError, UsageError
 from harness.manifest import now_iso
+from harness.names import NAME_RULE, check_name
+from harness.readers import decode_utf8, read_bytes
+from harness.store import loads_line
 
 REGISTRY_FILE = "registry.jsonl"
 TAG_KIND = "tag"  # a line that moves a tag onto an existing entry (e.g. `best`, set by `harness pipeline`)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NTH = re.compile(r"^v([1-9][0-9]*)$")
+_RESERVED = re.compile(r"latest|v[0-9]+")  # STAGE:latest and STAGE:vN mean the last and the N-th entry
+_REGISTRY_FIX = "Fix or delete that line; every other entry is intact."
+
+
+def check_registry_name(value: str, what: str) -> str:
+    """The shared name rule (harness.names), and not `latest` or `vN`, which STAGE:TAG reserves: a
+    checkpoint or tag so named would hide the last or N-th entry of its stage."""
+    check_name(value, what)
+    if _RESERVED.fullmatch(value):
+        raise UsageError(
+            f"The {what} '{value}' is reserved: STAGE:{value} means the "
+            + ("last" if value == "latest" else "N-th")
+            + " checkpoint of a stage.",
+            f"Pick another ({NAME_RULE}).",
+        )
+    return value
+
+
+def check_tags(tags: Sequence[str]) -> tuple[str, ...]:
+    return tuple(check_registry_name(tag, "tag") for tag in tags)
 
 
 def registry_path(runs_root: Path | None = None) -> Path:
@@ -109,22 +131,25 @@ class CheckpointRegistry:
 
     def _read(self) -> list[CheckpointEntry]:
         entries: list[CheckpointEntry] = []
-        with self.path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    if record.get("kind") == TAG_KIND:
-                        entries = _moved_tag(entries, str(record["name"]), str(record["tag"]))
-                    else:
-                        entries.append(CheckpointEntry.from_record(record))
-                except (ValueError, KeyError, TypeError, AttributeError) as error:
-                    raise DataError(
-                        f"The checkpoint registry {self.path} line {number} is corrupt "
-                        f"({type(error).__name__}: {error}).",
-                        "Fix or delete that line; every other entry is intact.",
-                    ) from None
+        data = read_bytes(self.path, "checkpoint registry", fix=_REGISTRY_FIX)
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw.strip():
+                continue
+            line = decode_utf8(raw, self.path, "checkpoint registry", number, _REGISTRY_FIX)
+            try:
+                record = loads_line(line)
+                if not isinstance(record, dict):
+                    raise TypeError("not a JSON object")
+                if record.get("kind") == TAG_KIND:
+                    entries = _moved_tag(entries, str(record["name"]), str(record["tag"]))
+                else:
+                    entries.append(CheckpointEntry.from_record(record))
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as error:
+                raise DataError(
+                    f"The checkpoint registry {self.path} line {number} is corrupt "
+                    f"({type(error).__name__}: {str(error)[:200]}).",
+                    _REGISTRY_FIX,
+                ) from None
         return entries
 
     def by_name(self, name: str) -> CheckpointEntry | None:
@@ -193,18 +218,16 @@ class CheckpointRegistry:
         seed: int | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> CheckpointEntry:
-        if not _NAME.match(name):
-            raise UsageError(
-                f"Invalid checkpoint name '{name}'.",
-                "Use letters, digits, '.', '_' and '-' (e.g. sft-lr2e-5).",
-            )
-        if not _NAME.match(stage) or ":" in stage:
-            raise UsageError(f"Invalid stage '{stage}'.", "Use a short word such as base, sft, dpo or rlvr.")
-        if isinstance(parse_checkpoint(reference), RegistryRef):
+        check_registry_name(name, "checkpoint name")
+        check_name(stage, "stage name")
+        tags = check_tags(tags)
+        parsed = parse_checkpoint(reference)
+        if isinstance(parsed, RegistryRef):
             raise UsageError(
                 f"'{reference}' is itself a registry reference.",
                 "Register the checkpoint's concrete reference (hf:PATH, tinker://..., http://...#MODEL, ...).",
             )
+        reference = parsed.raw  # as runs store it: credentials in a URL are never written to the registry
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a+", encoding="utf-8") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # another writer may have appended since we read
@@ -239,10 +262,7 @@ class CheckpointRegistry:
 
     def tag(self, name: str, tag: str) -> CheckpointEntry:
         """Move `tag` onto the entry `name` (off any other entry): one appended line."""
-        if not _NAME.match(tag) or _NTH.match(tag) or tag == "latest":
-            raise UsageError(
-                f"Invalid tag '{tag}'.", "Use letters, digits, '.', '_' and '-', not latest or vN."
-            )
+        check_registry_name(tag, "tag")
         line = json.dumps(
             {"kind": TAG_KIND, "name": name, "tag": tag, "created_at": now_iso()}, sort_keys=True
         )

@@ -88,12 +88,15 @@ class Manifest:
     # The registry entry a STAGE:TAG reference resolved to (name, stage, parent, base, hashes), if any.
     lineage: Mapping[str, Any] | None = None
 
-    def with_invocation(self, invocation: Invocation) -> Manifest:
-        """Replace the last invocation (the current one) or append a new one."""
+    def with_invocation(self, invocation: Invocation, keep_complete: bool = False) -> Manifest:
+        """Replace the last invocation (the current one) or append a new one. The run takes the
+        invocation's status, except that with `keep_complete` a complete run stays complete: a re-run
+        that fails (or is still going) records that in its invocation, never by downgrading the run."""
         previous = self.invocations
         if previous and previous[-1].started_at == invocation.started_at:
             previous = previous[:-1]
-        return replace(self, invocations=(*previous, invocation), status=invocation.status)
+        status = self.status if keep_complete and self.status == "complete" else invocation.status
+        return replace(self, invocations=(*previous, invocation), status=status)
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -161,11 +164,23 @@ class Manifest:
                 cost_usd=float(record.get("usage", {}).get("cost_usd", 0.0)),
                 prompt_tokens=int(record.get("usage", {}).get("prompt_tokens", 0)),
                 completion_tokens=int(record.get("usage", {}).get("completion_tokens", 0)),
-                invocations=tuple(Invocation(**i) for i in record.get("invocations", [])),
-                lineage=record.get("lineage"),
+                invocations=tuple(Invocation(**i) for i in _list(record.get("invocations", []))),
+                lineage=_mapping_or_none(record.get("lineage")),
             )
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
             raise DataError(
                 f"The manifest {path} is missing or has a malformed field ({type(error).__name__}: {error}).",
                 "It is written by the harness; delete the run folder and run the evaluation again.",
             ) from None
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _mapping_or_none(value: Any) -> Mapping[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise TypeError(f"'lineage' must be a mapping or null, got {type(value).__name__}")
+    return value

@@ -100,6 +100,8 @@ def parse_json(
         ) from None
     except RecursionError:  # belt and braces: json_depth_exceeds should have caught it
         raise DataError(f"The {what} {_where(path, line)} nests too deeply to parse.", fix) from None
+    except ValueError as error:  # e.g. an integer longer than Python converts (4,300 digits)
+        raise DataError(f"The {what} {_where(path, line)} cannot be read ({error}).", fix) from None
 
 
 def read_json(path: Path, what: str, max_bytes: int = DEFAULT_MAX_BYTES, fix: str = DEFAULT_FIX) -> Any:
@@ -135,9 +137,14 @@ def read_yaml(path: Path, what: str, max_bytes: int = 16 * MiB, fix: str = "Fix 
     if not path.is_file():
         raise UsageError(f"The {what} {path} does not exist.", fix)
     text = read_text(path, what, max_bytes, fix)
+    if json_depth_exceeds(text):  # PyYAML recurses and slows sharply long before it fails
+        raise UsageError(f"The {what} {path} nests deeper than {MAX_JSON_DEPTH} levels.", fix)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise UsageError(f"The {what} {path} is not valid YAML ({error}).", fix) from None
+        one_paragraph = " ".join(str(error).split())
+        raise UsageError(f"The {what} {path} is not valid YAML ({one_paragraph}).", fix) from None
     except RecursionError:
         raise UsageError(f"The {what} {path} nests too deeply.", fix) from None
+    except ValueError as error:  # e.g. an integer longer than Python converts
+        raise UsageError(f"The {what} {path} cannot be read ({error}).", fix) from None

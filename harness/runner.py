@@ -8,9 +8,9 @@ missing. Generation goes through the response cache, so a deleted or re-scored r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
-import sqlite3
 import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -21,7 +21,7 @@ from typing import Any
 from harness.cache import ResponseCache
 from harness.checkpoints import CheckpointRef
 from harness.data import DataSource
-from harness.errors import DataError, HarnessError, StorageError, UsageError
+from harness.errors import DataError, HarnessError, UsageError
 from harness.manifest import Invocation, Manifest, git_state, now_iso
 from harness.store import (
     MANIFEST,
@@ -31,11 +31,12 @@ from harness.store import (
     SampleRecord,
     SamplesFile,
     read_json,
+    remove_empty_run,
     sorted_by_ids,
     storage_error,
     write_json_atomic,
 )
-from harness.suite import Suite, score_sample, scoring_slots
+from harness.suite import LoadedData, Suite, score_sample, scoring_slots
 from harness.types import Adapter, Completion, GenerationSettings, MetricValue, Request, Sample, Score
 
 
@@ -110,25 +111,6 @@ def write_metrics(run_dir: Path, suite: Suite, metrics: dict[str, MetricValue]) 
     )
 
 
-def _open_cache(runs_root: Path) -> ResponseCache:
-    path = runs_root / ".cache" / "responses.sqlite"
-    try:
-        return ResponseCache(path)
-    except OSError as error:
-        raise storage_error(error, path.parent, "create the cache folder") from None
-
-
-def _cache_put(cache: ResponseCache, identity: str, key: str, completion: Completion) -> None:
-    try:
-        cache.put(identity, key, completion)
-    except sqlite3.Error as error:  # "database or disk is full", "attempt to write a readonly database"
-        raise StorageError(
-            f"Cannot store a response in the response cache {cache.path} ({error}).",
-            "Free space on that disk or make it writable (or pass --no-cache), then re-run the same "
-            "command: every sample finished before this is kept in samples.jsonl and is not redone.",
-        ) from None
-
-
 def record_for(
     sample: Sample, requests: Sequence[Request], completions: Sequence[Completion], score: Score
 ) -> SampleRecord:
@@ -189,54 +171,52 @@ def _open_manifest(
 
 
 async def evaluate(spec: EvalSpec, adapter: Adapter, progress: bool = False) -> EvalOutcome:
-    suite = spec.suite
-    loaded = suite.load(spec.data, spec.limit)
+    loaded = spec.suite.load(spec.data, spec.limit)
     run_dir = run_dir_for(spec)
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise storage_error(error, run_dir, "create the run folder") from None
     with RunLock(run_dir):
-        if spec.fresh:
-            for name in (SAMPLES, METRICS, MANIFEST):
-                (run_dir / name).unlink(missing_ok=True)
-        manifest = _open_manifest(
-            spec, run_dir, adapter, loaded.source, loaded.sha256, len(loaded.samples), loaded.total
-        )
-        samples_file = SamplesFile(run_dir / SAMPLES)
-        existing = samples_file.load(repair=True)
-        selected = {s.id for s in loaded.samples}
-        records = [r for r in existing.records if r.id in selected]
-        invocation = Invocation(
-            started_at=now_iso(),
-            resumed=len(records),
-            repaired_bytes=existing.repaired_bytes,
-            cost_estimate_usd=spec.cost_estimate_usd,
-        )
-        write_json_atomic(run_dir / MANIFEST, manifest.with_invocation(invocation).to_record())
-        cache = _open_cache(spec.runs_root) if spec.use_cache else None
-        counters = Counters()
         try:
-            await _generate_and_score(
-                spec, adapter, loaded.samples, records, samples_file, cache, counters, progress
-            )
-        except BaseException as error:
-            status = (
-                "interrupted" if isinstance(error, KeyboardInterrupt | asyncio.CancelledError) else "failed"
-            )
-            message = error.message if isinstance(error, HarnessError) else f"{type(error).__name__}: {error}"
-            failed = replace(
-                counters.apply(invocation), finished_at=now_iso(), status=status, error=message[:500]
-            )
-            try:
-                write_json_atomic(run_dir / MANIFEST, manifest.with_invocation(failed).to_record())
-            except HarnessError:
-                pass  # the full or read-only disk that stopped the run refuses this too; report the first error
+            return await _evaluate_locked(spec, adapter, loaded, run_dir, progress)
+        except BaseException:
+            if created:  # only under the lock: no other writer can be using the folder we made
+                remove_empty_run(run_dir, created)
             raise
-        finally:
-            samples_file.close()
-            if cache is not None:
-                cache.close()
+
+
+async def _evaluate_locked(
+    spec: EvalSpec, adapter: Adapter, loaded: LoadedData, run_dir: Path, progress: bool
+) -> EvalOutcome:
+    suite = spec.suite
+    if spec.fresh:
+        for name in (SAMPLES, METRICS, MANIFEST):
+            (run_dir / name).unlink(missing_ok=True)
+    manifest = _open_manifest(
+        spec, run_dir, adapter, loaded.source, loaded.sha256, len(loaded.samples), loaded.total
+    )
+    keep = manifest.status == "complete"  # a re-run never downgrades a complete run, even if it fails
+    samples_file = SamplesFile(run_dir / SAMPLES)
+    existing = samples_file.load(repair=True)
+    selected = {s.id for s in loaded.samples}
+    records = [r for r in existing.records if r.id in selected]
+    invocation = Invocation(
+        started_at=now_iso(),
+        resumed=len(records),
+        repaired_bytes=existing.repaired_bytes,
+        cost_estimate_usd=spec.cost_estimate_usd,
+    )
+    write_json_atomic(run_dir / MANIFEST, manifest.with_invocation(invocation, keep).to_record())
+    counters = Counters()
+    cache: ResponseCache | None = None
+    try:
+        cache = ResponseCache.in_runs_folder(spec.runs_root) if spec.use_cache else None
+        await _generate_and_score(
+            spec, adapter, loaded.samples, records, samples_file, cache, counters, progress
+        )
+        samples_file.close()
         final = SamplesFile(run_dir / SAMPLES).load(repair=False).records
         final_records = sorted_by_ids([r for r in final if r.id in selected], [s.id for s in loaded.samples])
         if len(final_records) != len(loaded.samples):
@@ -255,6 +235,20 @@ async def evaluate(spec: EvalSpec, adapter: Adapter, progress: bool = False) -> 
             cost_usd=round(sum(c.cost_usd for c in usage), 6),
         )
         write_json_atomic(run_dir / MANIFEST, manifest.to_record())
+    except BaseException as error:
+        status = "interrupted" if isinstance(error, KeyboardInterrupt | asyncio.CancelledError) else "failed"
+        message = error.message if isinstance(error, HarnessError) else f"{type(error).__name__}: {error}"
+        failed = replace(
+            counters.apply(invocation), finished_at=now_iso(), status=status, error=message[:500]
+        )
+        # A full or read-only disk refuses this write too: the first error is the one reported.
+        with contextlib.suppress(HarnessError):
+            write_json_atomic(run_dir / MANIFEST, manifest.with_invocation(failed, keep).to_record())
+        raise
+    finally:
+        samples_file.close()
+        if cache is not None:
+            cache.close()
     return EvalOutcome(run_dir=run_dir, metrics=metrics, invocation=done, n_samples=len(final_records))
 
 
@@ -343,7 +337,7 @@ async def _generate_and_score(
                         key = request.key()
                         answers[key] = completion
                         if cache is not None:
-                            _cache_put(cache, identity, key, completion)
+                            cache.put(identity, key, completion)
                         for sample_id in sorted(waiting_on.pop(key, ())):
                             if all(r.key() in answers for r in requests[sample_id]):
                                 await start_scoring(sample_id)

@@ -1,13 +1,26 @@
 """Run untrusted generated code against its tests, one fresh, locked-down process per program.
 
-What every program gets (Linux; the child is `python -I` = `sys.executable` in isolated mode):
+What every program gets (Linux; the child is `python -I` = `sys.executable` in isolated mode; the runner
+and its process tree are described in `harness.sandbox_child`):
 - its own process and session (`start_new_session=True`); on the wall-clock timeout the whole process group
   is SIGKILLed, and when privileges were dropped every process of the run's uid is SIGKILLed too (a child
-  that called setsid() to leave the group is still found);
+  that called setsid() to leave the group is still found) unless the run had its own PID namespace and
+  ended by itself (then the kernel has already killed and reaped everything it started);
 - limits (setrlimit): CPU time (soft, then SIGKILL at hard = soft + 1 s), address space, file size (also
   bounds stdout/stderr, which go to unlinked files, never to unbounded pipes), process count, no core files;
 - an environment built from a short allowlist (PATH, LANG, LC_ALL, HOME, TMPDIR): nothing inherited, so
   API keys in the harness's environment are not visible; stdin is /dev/null;
+- a new PID namespace whose init is a trusted process, with a fresh procfs (hidepid=2) on /proc: the
+  program sees only its own run's processes, so the harness's (or anyone's) /proc/<pid>/cmdline and
+  environ are out of reach, and when the run ends every process it forked dies with the namespace's init;
+- death with the harness: the runner has PR_SET_PDEATHSIG(SIGKILL) (it never changes credentials, so the
+  kernel keeps it), the namespace's init has it for the runner, and the kernel kills the whole namespace
+  when its init dies: a SIGKILLed harness takes all its sandboxed programs with it within milliseconds.
+  The signal is tied to the thread that started the runner; `run_job` waits in that same thread and kills
+  the run before returning, even on an exception, so a worker thread never ends under a live run;
+- a sweep, once per process before its first program (`harness.sandbox_cleanup.sweep`): as root, processes
+  of sandbox uids whose lock no live run holds are SIGKILLed, and `harness-sbx-*` folders of this user whose
+  locked owner marker (`harness.names` format) shows a dead owner are deleted; nothing else is touched;
 - when the harness runs as root (the child starts as root and sets itself up before any untrusted code):
   a new network namespace (only a loopback that is down: even 127.0.0.1 is unreachable), a new mount
   namespace with fresh size-limited tmpfs on /tmp, /var/tmp, /dev/shm and on the working directory (so
@@ -17,8 +30,13 @@ What every program gets (Linux; the child is `python -I` = `sys.executable` in i
   (60000-64999, claimed with a lock file so concurrent runs, even from other processes, never share one;
   RLIMIT_NPROC counts per uid, so the process limit is exact per run), and no_new_privs (setuid binaries
   cannot give root back);
-- without root: a user + network namespace where the kernel allows it, else no network isolation; no
-  privilege drop. `ProgramResult` records what was applied (`network_isolated`, `privileges_dropped`).
+- without root: a user namespace with network, mount and PID namespaces where the kernel allows it (so no
+  network, the fresh /proc, and death with the harness as above), with every capability dropped before the
+  program runs (so it cannot unmount that /proc); no privilege drop and no filesystem isolation. Where the
+  kernel refuses user namespaces: none of the namespaces, other processes visible (the harness's own
+  cmdline and environ included: same user), and only the parent-death signal of the program itself.
+  `ProgramResult` records what was applied (`network_isolated`, `privileges_dropped`, `processes_hidden`,
+  with the reasons in `notes`).
 
 The sentinel (why `exit(0)` and friends cannot fake a pass): the child runner (trusted code that runs
 first) compiles the program and the tests separately. It runs the program, then restores the pristine
@@ -40,20 +58,28 @@ What this sandbox does NOT protect against (read before running code you would n
   a real boundary would run the tests in a separate process from the solution;
 - kernel or interpreter exploits, and anything a root-owned file world-readable on this machine reveals
   (the program can read any file "other" may read, e.g. /etc/passwd, source trees, world-readable data);
-- without root: no filesystem isolation at all (the program can write wherever the harness user can),
-  and RLIMIT_NPROC then counts all of that user's processes;
+  a secret the harness writes to a world-readable file is readable, only its argv and environ are hidden;
+- without root: no filesystem isolation at all (the program can read and write whatever the harness user
+  can, its config and credential files included), and RLIMIT_NPROC then counts all of that user's
+  processes; without user namespaces also no hidden /proc (the harness's argv and environ are readable:
+  same user) and no certain death with the harness (see the next item);
+- what a killed harness leaves until the next sweep: its run folders stay (in the temporary directory)
+  until a harness process of the same user runs a sandboxed program or calls `sandbox_cleanup.sweep()`;
+  its processes die at once with their namespace's init, but where the kernel gave no PID namespace, a
+  program that cleared its parent-death signal lives until that sweep (root) or forever (no root);
 - side channels, timing, and CPU/memory-bandwidth contention with other work on the machine; tmpfs pages
-  (up to the sizes below) are RAM that RLIMIT_AS does not count;
+  (up to the sizes below) are RAM that RLIMIT_AS does not count; /sys (e.g. cgroup process lists) is not
+  hidden, though it shows no command lines or environments;
 - filesystem Unix sockets the unprivileged user may open (a network namespace does not cover them);
 - non-Linux platforms (resource limits and namespaces are Linux-specific here).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -62,11 +88,17 @@ import time
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
-UID_RANGE = (60000, 65000)  # like isolate's 60000+: unused by distributions' regular accounts
+from harness.sandbox_child import CHILD_SOURCE
+from harness.sandbox_cleanup import UID_RANGE, Claim, claim_run, kill_uid, pids_of_uid, sweep, sweep_once
+
+__all__ = [
+    "MARKER", "UID_RANGE", "Job", "Limits", "ProgramResult", "check_program", "kill_uid", "run_job",
+    "run_jobs", "sweep",
+]  # fmt: skip
+
 MARKER = "harness-sandbox-child"  # in every child's argv: tests find leftovers by it
-_LOCK_DIR = os.path.join(tempfile.gettempdir(), "harness-sandbox-uids")
 
 Status = Literal["passed", "failed", "timeout", "error"]
 
@@ -98,6 +130,7 @@ class ProgramResult:
     stderr_tail: str
     network_isolated: bool = False
     privileges_dropped: bool = False
+    processes_hidden: bool = False  # own PID namespace + fresh /proc: no other process is visible to it
     uid: int | None = None  # the sandbox uid when privileges were dropped
     workdir: str = ""  # already deleted; also in the child's argv, so leftovers can be found by it
     notes: tuple[str, ...] = field(default=())
@@ -105,205 +138,6 @@ class ProgramResult:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
-
-
-# The trusted child runner. It is given as `-c` source; argv[1] is its JSON config (no secrets in it).
-_CHILD = r"""
-import builtins, json, os, sys
-def _setup(cfg):
-    import ctypes, resource
-    st = {"netns": False, "mountns": False, "dropped": False, "notes": []}
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-    def mount(src, dst, fstype, flags, data):
-        if libc.mount(src and src.encode(), dst.encode(), fstype and fstype.encode(), flags,
-                      data and data.encode()) != 0:
-            raise OSError(ctypes.get_errno(), "mount " + dst)
-    uid, work, tmpfs = cfg["uid"], cfg["workdir"], cfg["tmpfs"]
-    if uid is not None:
-        if libc.unshare(0x40000000 | 0x00020000) == 0:  # CLONE_NEWNET | CLONE_NEWNS
-            st["netns"] = st["mountns"] = True
-        elif libc.unshare(0x40000000) == 0:
-            st["netns"] = True
-    elif libc.unshare(0x10000000 | 0x40000000) == 0:  # unprivileged: CLONE_NEWUSER | CLONE_NEWNET
-        st["netns"] = True
-    can_drop = uid is not None
-    if st["mountns"]:
-        try:
-            mount("none", "/", None, 0x4000 | (1 << 18), None)  # MS_REC | MS_PRIVATE
-            needed = {os.path.realpath(p) for p in [sys.prefix, sys.base_prefix, sys.exec_prefix,
-                      os.path.dirname(os.path.realpath(sys.executable)), *sys.path] if p and os.path.exists(p)}
-            blocked = {}
-            for path in needed:
-                parts = path.strip("/").split("/")
-                for i in range(len(parts)):
-                    anc = "/" + "/".join(parts[:i])
-                    if not os.stat(anc).st_mode & 0o001:
-                        blocked.setdefault(anc, set()).add(parts[i])
-                        break
-            for anc, kids in blocked.items():
-                fds = {k: os.open(os.path.join(anc, k), os.O_PATH) for k in kids}
-                mount("tmpfs", anc, "tmpfs", 2 | 4, "mode=755,size=1m")  # MS_NOSUID | MS_NODEV
-                for k, fd in fds.items():
-                    target = os.path.join(anc, k)
-                    os.mkdir(target) if os.path.isdir("/proc/self/fd/%d" % fd) else open(target, "w").close()
-                    mount("/proc/self/fd/%d" % fd, target, None, 4096 | 0x4000, None)  # MS_BIND | MS_REC
-                    os.close(fd)
-            shared_dirs = [d for d in ("/tmp", "/var/tmp", "/dev/shm") if os.path.isdir(d)]
-            # The interpreter or its packages may live under /tmp (a checkout or venv there): keep those
-            # trees visible through the fresh tmpfs by binding them back in.
-            inside = [p for p in needed if any(p.startswith(d + "/") for d in shared_dirs)]
-            outer = [p for p in inside if not any(q != p and p.startswith(q + "/") for q in inside)]
-            kept = {p: os.open(p, os.O_PATH) for p in outer}
-            for shared in shared_dirs:
-                mount("tmpfs", shared, "tmpfs", 2 | 4, "mode=1777,size=%d" % tmpfs)
-            for path, fd in kept.items():
-                if os.path.isdir("/proc/self/fd/%d" % fd):
-                    os.makedirs(path, mode=0o755, exist_ok=True)
-                else:
-                    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-                    open(path, "w").close()
-                mount("/proc/self/fd/%d" % fd, path, None, 4096 | 0x4000, None)  # MS_BIND | MS_REC
-                os.close(fd)
-            os.makedirs(work, exist_ok=True)
-            mount("tmpfs", work, "tmpfs", 2 | 4, "mode=700,uid=%d,gid=%d,size=%d" % (uid, uid, tmpfs))
-            os.chdir(work)
-            for path in needed:
-                parts = path.strip("/").split("/")
-                if not all(os.stat("/" + "/".join(parts[:i])).st_mode & 0o001 for i in range(len(parts))):
-                    can_drop = False
-                    st["notes"].append("interpreter path not reachable unprivileged: " + path)
-        except OSError as e:
-            can_drop = False
-            st["notes"].append("mount setup failed: %s" % e)
-    elif uid is not None:
-        os.chown(work, uid, uid)
-        for path in {os.path.realpath(p) for p in [sys.base_prefix, *sys.path] if p and os.path.exists(p)}:
-            parts = path.strip("/").split("/")
-            if not all(os.stat("/" + "/".join(parts[:i])).st_mode & 0o001 for i in range(len(parts))):
-                can_drop = False
-                st["notes"].append("no mount namespace and interpreter path not reachable unprivileged: " + path)
-    lim = cfg["limits"]
-    for res, value in ((resource.RLIMIT_CPU, (lim["cpu_s"], lim["cpu_s"] + 1)),
-                       (resource.RLIMIT_AS, (lim["memory_bytes"],) * 2),
-                       (resource.RLIMIT_FSIZE, (lim["file_bytes"],) * 2),
-                       (resource.RLIMIT_CORE, (0, 0)),
-                       (resource.RLIMIT_NPROC, (cfg["nproc"],) * 2)):
-        resource.setrlimit(res, value)
-    if can_drop:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-        st["dropped"] = os.getuid() == uid and os.geteuid() == uid
-    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
-    return st
-def _main():
-    cfg = json.loads(sys.argv[1])
-    try:
-        st = _setup(cfg)
-    except Exception as e:
-        st = {"fatal": "%s: %s" % (type(e).__name__, e)}
-    os.write(cfg["status_fd"], json.dumps(st).encode())
-    os.close(cfg["status_fd"])
-    if "fatal" in st:
-        os._exit(3)
-    chunks = []
-    while True:
-        chunk = os.read(cfg["payload_fd"], 1 << 16)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(cfg["payload_fd"])
-    job = json.loads(b"".join(chunks).decode())
-    token_fd, out, write, exit_, settrace, setprofile = cfg["token_fd"], sys.stdout, os.write, os._exit, sys.settrace, sys.setprofile
-    del sys.argv[1:]
-    pristine = dict(builtins.__dict__)
-    keep = set(job["entry_points"])
-    try:
-        prelude = compile(job["prelude"], "<prelude>", "exec")
-        program = compile(job["program"], "<program>", "exec")
-        tests = compile(job["tests"], "<tests>", "exec")
-        ns = {"__name__": "__main__", "__builtins__": builtins}
-        exec(prelude, ns)
-        exec(program, ns)
-        settrace(None)
-        setprofile(None)
-        bd = builtins.__dict__
-        bd.clear()
-        bd.update(pristine)
-        tns = {k: v for k, v in ns.items() if k.startswith("__") or k not in pristine or k in keep}
-        tns["__builtins__"] = builtins
-        exec(tests, tns)
-    except BaseException:
-        try:
-            out.flush()
-        except BaseException:
-            pass
-        try:
-            import traceback
-            traceback.print_exc()
-        finally:
-            exit_(1)
-    settrace(None)
-    try:
-        out.flush()
-    except BaseException:
-        pass
-    token = os.read(token_fd, 64)
-    write(1, b"\n" + token + b"\n")
-    exit_(0)
-_main()
-"""
-
-
-def _claim_uid() -> tuple[int, int]:
-    """A sandbox uid no other run (in any process) is using, held by an flock until released."""
-    os.makedirs(_LOCK_DIR, mode=0o700, exist_ok=True)
-    start, stop = UID_RANGE
-    for _ in range(10_000):
-        uid = start + secrets.randbelow(stop - start)
-        fd = os.open(os.path.join(_LOCK_DIR, f"{uid}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        kill_uid(uid)  # leftovers of a crashed earlier harness
-        return uid, fd
-    raise RuntimeError("no free sandbox uid")
-
-
-def _pids_of_uid(uid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as handle:
-                for line in handle:
-                    if line.startswith("State:") and line.split()[1] in ("Z", "X"):
-                        break  # a zombie is already dead (and a container's init may never reap it)
-                    if line.startswith("Uid:"):
-                        if int(line.split()[1]) == uid:  # real uid
-                            pids.append(int(entry))
-                        break
-        except OSError:
-            continue
-    return pids
-
-
-def kill_uid(uid: int, rounds: int = 50) -> None:
-    """SIGKILL every process whose real uid is `uid` (repeated: a fork bomb may fork while we kill)."""
-    for _ in range(rounds):
-        pids = _pids_of_uid(uid)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.005)
 
 
 def _tail(handle: IO[bytes], limit: int) -> str:
@@ -325,9 +159,16 @@ def _child_env(workdir: str) -> dict[str, str]:
 
 def run_job(job: Job, limits: Limits = Limits()) -> ProgramResult:
     """Run one program + its tests in a fresh sandboxed process; blocks until it ends or is killed."""
-    is_root = os.geteuid() == 0
-    uid, lock_fd = _claim_uid() if is_root else (None, -1)
-    workdir = tempfile.mkdtemp(prefix="harness-sbx-")
+    sweep_once()
+    claim = claim_run(with_uid=os.geteuid() == 0)
+    try:
+        return _run_claimed(job, limits, claim)
+    finally:
+        claim.release()  # deletes the folder, then frees the marker and uid locks
+
+
+def _run_claimed(job: Job, limits: Limits, claim: Claim) -> ProgramResult:
+    uid, workdir = claim.uid, claim.workdir
     token = secrets.token_hex(16).encode()
     token_r, token_w = os.pipe()
     status_r, status_w = os.pipe()
@@ -341,20 +182,19 @@ def run_job(job: Job, limits: Limits = Limits()) -> ProgramResult:
     config = {
         "uid": uid,
         "workdir": workdir,
+        "parent": os.getpid(),  # the runner exits if it was orphaned before its parent-death signal was set
         "tmpfs": limits.tmpfs_bytes,
         "limits": asdict(limits),
-        "nproc": limits.processes if is_root else _nproc_for_unprivileged(limits.processes),
+        "nproc": limits.processes if uid is not None else _nproc_for_unprivileged(limits.processes),
         "token_fd": token_r,
         "status_fd": status_w,
         "payload_fd": payload.fileno(),
     }
     start = time.monotonic()
-    returncode: int | None = None
-    timed_out = False
     try:
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-c", _CHILD, json.dumps(config), MARKER],
+                [sys.executable, "-I", "-B", "-c", CHILD_SOURCE, json.dumps(config), MARKER],
                 stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=workdir, env=_child_env(workdir),
                 pass_fds=(token_r, status_w, payload.fileno()), start_new_session=True, close_fds=True,
             )  # fmt: skip
@@ -362,29 +202,26 @@ def run_job(job: Job, limits: Limits = Limits()) -> ProgramResult:
             os.close(token_r)
             os.close(status_w)
             payload.close()
+        # Wait in this thread (the runner's parent-death signal is tied to it) and never return or raise
+        # with the run alive: the finally kills the group (before reaping, so the pgid is not reused).
+        ended = False
         try:
-            returncode = proc.wait(timeout=limits.wall_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        _kill_group(proc.pid)
-        if timed_out:
+            ended = _wait_exited(proc, limits.wall_s)
+        finally:
+            _kill_group(proc.pid)
             returncode = proc.wait()
-        if uid is not None:
-            kill_uid(uid)
-        status_raw = _read_all(status_r)
+            setup = _parse_status(_read_all(status_r))
+            # A run with its own PID namespace that ended by itself has nothing left: its init's exit
+            # waited until the kernel had killed and reaped every process of the namespace.
+            if uid is not None and not (ended and setup.get("pidns") is True):
+                kill_uid(uid)
+        timed_out = not ended
         duration = time.monotonic() - start
         out_tail, err_tail = _tail(stdout, 8192), _tail(stderr, 8192)
     finally:
         os.close(status_r)
         stdout.close()
         stderr.close()
-        _remove_tree(workdir)
-        if lock_fd >= 0:
-            os.close(lock_fd)  # releases the flock on the uid
-    try:
-        setup = json.loads(status_raw) if status_raw else {}
-    except ValueError:
-        setup = {}
     notes = tuple(str(n) for n in setup.get("notes", []))
     if "fatal" in setup:
         notes += (f"sandbox setup failed: {setup['fatal']}",)
@@ -409,10 +246,31 @@ def run_job(job: Job, limits: Limits = Limits()) -> ProgramResult:
         stderr_tail=err_tail[-4000:],
         network_isolated=bool(setup.get("netns")),
         privileges_dropped=bool(setup.get("dropped")),
+        processes_hidden=bool(setup.get("hidden")),
         uid=uid if setup.get("dropped") else None,
         workdir=workdir,
         notes=notes,
     )
+
+
+def _wait_exited(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Whether `proc` exited within `timeout_s`, without reaping it (its pid stays ours until `wait`).
+
+    A pidfd wakes us the moment it exits; Popen.wait(timeout) would poll with sleeps of up to 50 ms."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(max(0, int(timeout_s * 1000))))
+    finally:
+        os.close(pidfd)
 
 
 def run_jobs(
@@ -432,6 +290,15 @@ def check_program(
     program: str, tests: str, prelude: str = "", entry_points: Collection[str] = (), limits: Limits = Limits()
 ) -> ProgramResult:
     return run_job(Job(program, tests, prelude, tuple(entry_points)), limits)
+
+
+def _parse_status(raw: bytes) -> dict[str, Any]:
+    """The runner's setup report (written before any untrusted code runs); {} if it never came."""
+    try:
+        setup = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return setup if isinstance(setup, dict) else {}
 
 
 def _kill_group(pgid: int) -> None:
@@ -457,17 +324,4 @@ def _read_all(fd: int) -> bytes:
 
 def _nproc_for_unprivileged(extra: int) -> int:
     """Without a uid of its own the limit counts all of this user's processes: allow what exists + extra."""
-    return len(_pids_of_uid(os.getuid())) + extra + 64
-
-
-def _remove_tree(path: str) -> None:
-    """Delete the working directory even if the program made parts of it unreadable."""
-    for root, dirs, _files in os.walk(path, topdown=True):
-        for name in dirs:
-            try:
-                os.chmod(os.path.join(root, name), 0o700, follow_symlinks=False)
-            except OSError:
-                pass
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    return len(pids_of_uid(os.getuid())) + extra + 64

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.errors import DataError, StorageError, UsageError
+from harness.readers import MAX_JSON_DEPTH, decode_utf8, json_depth_exceeds, read_bytes, read_json_object
 from harness.types import Completion
 
 SAMPLES, MANIFEST, METRICS, LOCK = "samples.jsonl", "manifest.json", "metrics.json", ".lock"
@@ -72,21 +73,85 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         raise storage_error(error, path, "write") from None
 
 
+RUN_FILE_FIX = "Restore it from a backup, or delete the run folder and run the evaluation again."
+
+
 def read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(
-            f"The {what} {path} does not exist.", "Is this a run folder? See `harness runs`."
-        ) from None
-    except json.JSONDecodeError as error:
-        raise DataError(
-            f"The {what} {path} is not valid JSON (line {error.lineno}: {error.msg}).",
-            "Restore it from a backup, or delete the run folder and run the evaluation again.",
-        ) from None
-    if not isinstance(payload, dict):
-        raise DataError(f"The {what} {path} is not a JSON object.", "Delete the run folder and re-run.")
+    """A JSON object the harness wrote (manifest, metrics): strict UTF-8, bounded, depth-checked."""
+    if not path.exists():
+        raise DataError(f"The {what} {path} does not exist.", "Is this a run folder? See `harness runs`.")
+    payload = read_json_object(path, what, fix=RUN_FILE_FIX)
+    if holds_lone_surrogate(payload):
+        raise DataError(f"The {what} {path} holds {_SURROGATE}.", RUN_FILE_FIX)
     return payload
+
+
+_SURROGATE = "a lone surrogate escape (\\ud800-\\udfff): valid JSON, but not text"
+
+
+def holds_lone_surrogate(value: Any) -> bool:
+    """True if a string in `value` (keys too) holds a lone UTF-16 surrogate, which no UTF-8 output
+    (a terminal, a rewritten file) accepts: read as is, it would crash the first print or write."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def loads_line(text: str) -> Any:
+    """One JSONL line; every way it can be bad is a ValueError (the caller names file and line)."""
+    if json_depth_exceeds(text):
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if ("\\ud" in text or "\\uD" in text) and holds_lone_surrogate(value):  # only escapes make one
+        raise ValueError(f"it holds {_SURROGATE}")
+    return value
+
+
+def read_metrics(run_dir: Path) -> tuple[str, dict[str, dict[str, Any]]]:
+    """(primary metric, name -> {value, stderr, ci95, n}) of a run's metrics.json, its shape checked so a
+    hand-edited or corrupt file is a DataError naming it rather than a crash where a value is used."""
+    path = run_dir / METRICS
+    payload = read_json(path, "metrics file")
+    try:
+        primary, metrics = payload.get("primary", ""), payload["metrics"]
+        if not isinstance(primary, str) or not isinstance(metrics, dict):
+            raise TypeError("'primary' must be a string and 'metrics' a mapping")
+        return primary, {str(name): _metric(record) for name, record in metrics.items()}
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(
+            f"The metrics file {path} is malformed ({type(error).__name__}: {str(error)[:200]}).",
+            "Recompute it from the samples: harness rescore RUN.",
+        ) from None
+
+
+def _number(value: Any, nullable: bool = True) -> float | None:
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _metric(record: Any) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise TypeError("a metric must be a mapping")
+    ci = record.get("ci95") or [None, None]
+    if not isinstance(ci, list) or len(ci) != 2:
+        raise TypeError("'ci95' must be a pair")
+    n = record.get("n", 0)
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError("'n' must be a whole number")
+    return {
+        "value": _number(record.get("value")),
+        "stderr": _number(record.get("stderr")),
+        "ci95": [_number(ci[0]), _number(ci[1])],
+        "n": n,
+    }
 
 
 @dataclass(frozen=True)
@@ -113,12 +178,19 @@ class SampleRecord:
 
     @classmethod
     def from_line(cls, line: str) -> SampleRecord:
-        row = json.loads(line)
+        return cls.from_row(loads_line(line))
+
+    @classmethod
+    def from_row(cls, row: Any) -> SampleRecord:
         if not isinstance(row, dict):
             raise ValueError("not a JSON object")
         scores = row["scores"]
         if not isinstance(scores, dict) or not all(isinstance(v, int | float) for v in scores.values()):
             raise ValueError("'scores' must map metric names to numbers")
+        if not isinstance(row["request_keys"], list) or not isinstance(row["completions"], list):
+            raise ValueError("'request_keys' and 'completions' must be lists")
+        if not isinstance(row.get("extracted") or {}, dict):
+            raise ValueError("'extracted' must be a mapping")
         return cls(
             id=str(row["id"]),
             prompt=str(row.get("prompt", "")),
@@ -136,6 +208,12 @@ class LoadedSamples:
     repaired_bytes: int  # size of a torn last line that was cut off (0: none)
 
 
+_LINE_FIX = (
+    "Delete that line (its sample will be run again, from the response cache if it is there) or delete "
+    "the run folder; then re-run the same command."
+)
+
+
 class SamplesFile:
     """Append-only per-sample records with crash repair."""
 
@@ -146,7 +224,7 @@ class SamplesFile:
     def load(self, repair: bool = True) -> LoadedSamples:
         if not self.path.exists():
             return LoadedSamples((), 0)
-        data = self.path.read_bytes()
+        data = read_bytes(self.path, "samples file", fix=_LINE_FIX)
         repaired = 0
         if data and not data.endswith(b"\n"):
             # A write that never reached its newline: the process died mid-line. The sample is redone.
@@ -162,14 +240,14 @@ class SamplesFile:
                     raise storage_error(error, self.path, "cut the torn last line off") from None
         records: list[SampleRecord] = []
         seen: dict[str, int] = {}
-        for number, raw_line in enumerate(data.decode("utf-8", errors="replace").split("\n")[:-1], start=1):
+        for number, raw_line in enumerate(data.split(b"\n")[:-1], start=1):
+            line = decode_utf8(raw_line, self.path, "samples file", number, _LINE_FIX)  # never U+FFFD
             try:
-                record = SampleRecord.from_line(raw_line)
-            except (ValueError, KeyError, TypeError) as error:
+                record = SampleRecord.from_row(loads_line(line))
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as error:
                 raise DataError(
                     f"{self.path} line {number} is corrupt ({type(error).__name__}: {str(error)[:120]}).",
-                    "Delete that line (its sample will be run again, from the response cache if it is "
-                    "there) or delete the run folder; then re-run the same command.",
+                    _LINE_FIX,
                 ) from None
             if record.id in seen:
                 raise DataError(
@@ -255,6 +333,20 @@ class RunLock:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+
+
+def remove_empty_run(run_dir: Path, created: Sequence[Path]) -> None:
+    """Undo a first run that ended before its first sample: the run files go, then each folder in
+    `created` (those that run made, deepest first) if it is empty, so nothing it did not make is removed."""
+    samples = run_dir / SAMPLES
+    with contextlib.suppress(OSError):
+        if samples.exists() and samples.stat().st_size > 0:
+            return  # finished (or torn) samples are kept for the re-run to resume
+        for name in (SAMPLES, MANIFEST, METRICS, LOCK):
+            (run_dir / name).unlink(missing_ok=True)
+    for folder in created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def find_runs(root: Path) -> list[Path]:

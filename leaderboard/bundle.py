@@ -12,16 +12,22 @@ import hashlib
 import json
 import os
 import re
+import struct
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from harness import __version__
 from harness.errors import DataError, UsageError
 from harness.manifest import Manifest, now_iso
+from harness.names import check_name, is_valid_name
+from harness.readers import MiB, parse_json
 from harness.store import MANIFEST, METRICS, SAMPLES, find_runs, read_json
+from leaderboard.atomic import storage
+from leaderboard.zipcheck import CHUNK, ZIP_ERRORS, ZipProblem, central_directory, read_entry
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_SCHEMA = "harness-leaderboard-bundle"
@@ -29,8 +35,20 @@ BUNDLE_SCHEMA_VERSION = 1
 SUBMISSION_FILE = "submission.json"  # what leaderboard.catalog reads the team from
 RUN_FILES = (MANIFEST, SAMPLES, METRICS)
 TOLERANCE = 1e-9
-MAX_BUNDLE_BYTES = 2 * 1024**3  # uncompressed; a zip bomb is refused before anything is read
-_TEAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Limits sized to what real bundles hold (a run's manifest ~2 KB, metrics ~2 KB, samples ~1-3 KB per
+# sample with n=1: a full GSM8K run ~4 MB; bundle.json ~1 KB per run), with wide margins. Memory stays
+# bounded well below them: files stream to disk and samples are parsed a line at a time.
+MAX_RUNS = 300
+MAX_ENTRIES = 2000  # 3 files per run + bundle.json, and folder entries some zip tools add
+MAX_NAME_CHARS = 512
+MAX_DIRECTORY_BYTES = 2 * MiB
+MAX_ZIP_BYTES = 512 * MiB
+MAX_UNPACKED_BYTES = 512 * MiB
+MAX_BUNDLE_JSON_BYTES = 4 * MiB
+FILE_LIMITS = {MANIFEST: 1 * MiB, METRICS: 4 * MiB, SAMPLES: 64 * MiB}
+_CHECKPOINT_DIR = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")  # CheckpointRef.slug(), never hidden
+_SUITE_DIR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}@[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}")
+_HASH_DIR = re.compile(r"[0-9a-f]{6,64}")
 REBUILD_HINT = "Re-run the evaluation (harness eval) and submit again with `harness leaderboard submit`."
 REMAKE_HINT = "Make the bundle with `harness leaderboard submit` and do not edit it afterwards."
 
@@ -39,12 +57,9 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check_team(team: str) -> None:
-    if not _TEAM.fullmatch(team):
-        raise UsageError(
-            f"The team name '{team}' is not allowed.",
-            "Use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit.",
-        )
+def check_team(team: str) -> str:
+    """The team name, if it follows the shared name rule (harness.names); else a UsageError (exit 2)."""
+    return check_name(team, "team name")
 
 
 # ---------------------------------------------------------------------------------------------- submit
@@ -136,55 +151,164 @@ def safe_name(name: str) -> bool:
     )
 
 
-def read_bundle(bundle: Path) -> tuple[dict[str, Any], dict[str, bytes], str]:
-    """bundle.json, the listed files' bytes (sha256 verified), and the zip's own sha256."""
+@dataclass(frozen=True)
+class Bundle:
+    meta: dict[str, Any]  # bundle.json, schema-checked
+    files: Mapping[str, Path]  # bundle path (runs/...) -> the extracted file, sha256 verified
+    sha256: str  # of the zip itself
+
+
+def _limit_of(name: str) -> int | None:
+    """The most bytes a real bundle's file of this name holds (None: not a bundle file; never read)."""
+    if name == BUNDLE_FILE:
+        return MAX_BUNDLE_JSON_BYTES
+    return FILE_LIMITS.get(name.rsplit("/", 1)[-1]) if name.startswith("runs/") else None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_directory(bundle: Path) -> None:
+    """Size, entry count and central-directory size, from the end of the file, before zipfile parses it."""
+    size = bundle.stat().st_size
+    if size > MAX_ZIP_BYTES:
+        raise reject(f"{bundle} is {size:,} bytes; a bundle is at most {MAX_ZIP_BYTES:,}.")
+    try:
+        with bundle.open("rb") as handle:
+            directory = central_directory(handle)
+    except ZipProblem as problem:
+        raise reject(f"{bundle} is not a zip file ({problem}).", REMAKE_HINT) from None
+    except (OSError, struct.error) as error:
+        raise reject(f"{bundle} is not a zip file ({type(error).__name__}: {error}).", REMAKE_HINT) from None
+    if directory.entries > MAX_ENTRIES:
+        raise reject(
+            f"{bundle} holds {directory.entries:,} entries; a bundle holds at most {MAX_ENTRIES:,} "
+            f"(3 files per run, at most {MAX_RUNS} runs, and bundle.json).",
+            REMAKE_HINT,
+        )
+    if directory.size > MAX_DIRECTORY_BYTES:
+        raise reject(
+            f"{bundle} has a {directory.size:,}-byte zip directory; a bundle's is at most "
+            f"{MAX_DIRECTORY_BYTES:,}.",
+            REMAKE_HINT,
+        )
+
+
+def _check_entries(bundle: Path, infos: Sequence[zipfile.ZipInfo]) -> list[str]:
+    """Names, methods and declared sizes of every entry, before any is read; the file names."""
+    if len(infos) > MAX_ENTRIES:
+        raise reject(f"{bundle} holds more than {MAX_ENTRIES:,} entries.", REMAKE_HINT)
+    names = [i.filename for i in infos]
+    unsafe = [n for n in names if not safe_name(n) or len(n) > MAX_NAME_CHARS]
+    if unsafe:
+        raise reject(
+            f"entries {[n[:120] for n in unsafe[:5]]} have absolute paths or climb out of the bundle (zip-slip).",
+            "A bundle holds only runs/... and bundle.json; make it with `harness leaderboard submit`.",
+        )
+    repeated = sorted(n for n, c in Counter(names).items() if c > 1)
+    if repeated:
+        raise reject(f"entries {repeated[:5]} appear more than once in the zip.", REMAKE_HINT)
+    odd = [i.filename for i in infos if i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)]
+    if odd:  # bzip2/lzma could ask for large decoder memory; submit writes deflate only
+        raise reject(f"entries {odd[:5]} use a compression method other than deflate.", REMAKE_HINT)
+    if any(i.flag_bits & 0x1 for i in infos):
+        raise reject("it holds encrypted entries.", REMAKE_HINT)
+    for info in infos:
+        limit = _limit_of(info.filename)
+        if limit is not None and info.file_size > limit:
+            raise reject(
+                f"{info.filename} unpacks to {info.file_size:,} bytes; a bundle's "
+                f"{info.filename.rsplit('/', 1)[-1]} is at most {limit:,}.",
+                REMAKE_HINT,
+            )
+    total = sum(i.file_size for i in infos)
+    if total > MAX_UNPACKED_BYTES:
+        raise reject(f"it unpacks to {total:,} bytes, more than {MAX_UNPACKED_BYTES:,}.", REMAKE_HINT)
+    return [n for n in names if not n.endswith("/")]
+
+
+def read_bundle(bundle: Path, into: Path) -> Bundle:
+    """Check a bundle and extract its listed files into `into` (runs/<c>/<s>/<h>/F -> into/<c>/<s>/<h>/F).
+
+    Memory stays bounded whatever the zip holds: counts and declared sizes are checked before reading,
+    every entry streams through a byte limit to disk, bundle.json is parsed depth- and size-bounded."""
     if not bundle.is_file():
         raise UsageError(
             f"The bundle {bundle} does not exist.", "Pass the zip made by `harness leaderboard submit`."
         )
-    raw = bundle.read_bytes()
+    _check_directory(bundle)
     try:
         archive = zipfile.ZipFile(bundle)
-    except (zipfile.BadZipFile, OSError) as error:
-        raise reject(f"{bundle} is not a zip file ({error}).", REMAKE_HINT) from None
+    except ZIP_ERRORS as error:
+        raise reject(f"{bundle} is not a zip file ({type(error).__name__}: {error}).", REMAKE_HINT) from None
     with archive:
-        infos = archive.infolist()
-        names = [i.filename for i in infos]
-        unsafe = [n for n in names if not safe_name(n)]
-        if unsafe:
-            raise reject(
-                f"entries {unsafe[:5]} have absolute paths or climb out of the bundle (zip-slip).",
-                "A bundle holds only runs/... and bundle.json; make it with `harness leaderboard submit`.",
-            )
-        repeated = sorted(n for n, c in Counter(names).items() if c > 1)
-        if repeated:
-            raise reject(f"entries {repeated[:5]} appear more than once in the zip.", REMAKE_HINT)
-        if sum(i.file_size for i in infos) > MAX_BUNDLE_BYTES:
-            raise reject(f"it unpacks to more than {MAX_BUNDLE_BYTES} bytes.")
+        names = _check_entries(bundle, archive.infolist())
         if BUNDLE_FILE not in names:
             raise reject(f"{BUNDLE_FILE} is missing from {bundle}.", REMAKE_HINT)
+        raw = bytearray()
+        _read(bundle, archive, BUNDLE_FILE, raw.extend)
         try:
-            meta = json.loads(archive.read(BUNDLE_FILE))
-            contents = {n: archive.read(n) for n in names if n != BUNDLE_FILE and not n.endswith("/")}
-        except (zipfile.BadZipFile, OSError, ValueError) as error:  # CRC errors, invalid JSON
-            raise reject(f"{bundle} cannot be read ({type(error).__name__}: {error}).", REMAKE_HINT) from None
-    listed = check_schema(meta)
-    extra = sorted(set(contents) - set(listed))
-    missing = sorted(set(listed) - set(contents))
-    if extra:
-        raise reject(f"files {extra[:5]} are in the zip but not listed in {BUNDLE_FILE}.", REMAKE_HINT)
-    if missing:
-        raise reject(
-            f"files {missing[:5]} are listed in {BUNDLE_FILE} but missing from the zip.", REMAKE_HINT
-        )
-    for path, expected in listed.items():
-        actual = sha256_hex(contents[path])
-        if actual != expected:
+            meta = parse_json(bytes(raw), BUNDLE_FILE, "bundle file", fix=REMAKE_HINT)
+        except DataError as error:
+            raise reject(error.problem, REMAKE_HINT) from None
+        del raw
+        listed = check_schema(meta)
+        present = set(names) - {BUNDLE_FILE}
+        extra = sorted(present - set(listed))
+        missing = sorted(set(listed) - present)
+        if extra:
+            raise reject(f"files {extra[:5]} are in the zip but not listed in {BUNDLE_FILE}.", REMAKE_HINT)
+        if missing:
             raise reject(
-                f"{path} was altered: its sha256 is {actual}, {BUNDLE_FILE} says {expected}.",
-                "Files must not be edited after `harness leaderboard submit`; re-run and submit again.",
+                f"files {missing[:5]} are listed in {BUNDLE_FILE} but missing from the zip.", REMAKE_HINT
             )
-    return meta, contents, sha256_hex(raw)
+        files: dict[str, Path] = {}
+        for path, expected in sorted(listed.items()):
+            target = into.joinpath(*path.split("/")[1:])
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                handle = target.open("wb")
+            except OSError as error:
+                raise storage(error, target, "write") from None
+            with handle:
+                actual = _read(bundle, archive, path, _writer(handle, target))
+            if actual != expected:
+                raise reject(
+                    f"{path} was altered: its sha256 is {actual}, {BUNDLE_FILE} says {expected}.",
+                    "Files must not be edited after `harness leaderboard submit`; re-run and submit again.",
+                )
+            files[path] = target
+    return Bundle(meta, files, _file_sha256(bundle))
+
+
+def _writer(handle: BinaryIO, target: Path) -> Callable[[bytes], object]:
+    """handle.write, its failures (a full disk) a StorageError rather than "the zip cannot be read"."""
+
+    def write(chunk: bytes) -> None:
+        try:
+            handle.write(chunk)
+        except OSError as error:
+            raise storage(error, target, "write") from None
+
+    return write
+
+
+def _read(bundle: Path, archive: zipfile.ZipFile, name: str, sink: Callable[[bytes], object]) -> str:
+    limit = _limit_of(name)
+    if limit is None:  # check_schema admits only bundle files; belt and braces
+        raise reject(f"{name} is not a file a bundle holds.", REMAKE_HINT)
+    try:
+        digest, _ = read_entry(archive, archive.getinfo(name), limit, sink)
+    except ZipProblem as problem:
+        raise reject(f"{problem}.", REMAKE_HINT) from None
+    except ZIP_ERRORS as error:  # CRC errors, truncated data
+        raise reject(f"{bundle} cannot be read ({type(error).__name__}: {error}).", REMAKE_HINT) from None
+    return digest
 
 
 def check_schema(meta: Any) -> dict[str, str]:
@@ -205,10 +329,11 @@ def check_schema(meta: Any) -> dict[str, str]:
     )
     for key in ("team", "created_at", "harness_version"):
         need(isinstance(meta.get(key), str), f"lacks the string field '{key}'")
-    need(bool(_TEAM.fullmatch(meta["team"])), f"names team {meta['team']!r}, which is not a valid team name")
+    need(is_valid_name(meta["team"]), f"names team {meta['team'][:80]!r}, which is not a valid team name")
     files, runs = meta.get("files"), meta.get("runs")
     need(isinstance(files, list) and bool(files), "lacks a non-empty list 'files'")
     need(isinstance(runs, list) and bool(runs), "lacks a non-empty list 'runs'")
+    need(len(runs) <= MAX_RUNS, f"lists {len(runs)} runs; a bundle holds at most {MAX_RUNS}")
     listed: dict[str, str] = {}
     for entry in files:
         need(
@@ -234,8 +359,13 @@ def check_schema(meta: Any) -> dict[str, str]:
         )
         parts = run["path"].split("/")
         need(
-            len(parts) == 4 and parts[0] == "runs",
-            f"has run path {run['path']!r}, not runs/<ckpt>/<suite>@<v>/<hash>",
+            len(parts) == 4
+            and parts[0] == "runs"
+            and bool(_CHECKPOINT_DIR.fullmatch(parts[1]))
+            and parts[1] not in (BUNDLE_FILE, SUBMISSION_FILE)  # the files add writes next to the runs
+            and bool(_SUITE_DIR.fullmatch(parts[2]))
+            and bool(_HASH_DIR.fullmatch(parts[3])),
+            f"has run path {run['path'][:200]!r}, not runs/<ckpt>/<suite>@<v>/<hash>",
         )
         run_paths.append(run["path"])
     need(len(set(run_paths)) == len(run_paths), "lists a run twice")

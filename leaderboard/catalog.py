@@ -24,11 +24,19 @@ from typing import Any
 
 from harness.errors import DataError
 from harness.manifest import Manifest
-from harness.store import MANIFEST, METRICS, SAMPLES, SampleRecord, SamplesFile, find_runs, read_json
+from harness.readers import MiB, read_json_object
+from harness.store import MANIFEST, METRICS, SAMPLES, SampleRecord, SamplesFile, find_runs
 
 SUBMISSION_FILE = "submission.json"
 HELPFULNESS_SUITES = ("ifeval", "gsm8k", "mbpp")  # the "helpfulness" axis of the tradeoff plots
 SUITE_ORDER = ("ifeval", "gsm8k", "mbpp", "safety", "alice", "alice-synth")
+MAX_JSON_BYTES = 16 * MiB  # a manifest or metrics file is a few KB; bigger is not the harness's
+_RUN_FIX = "Delete the run folder (see `harness runs`) and run the evaluation again."
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A run's JSON file: bounded, strict UTF-8, depth-limited (harness.readers), one-paragraph errors."""
+    return read_json_object(path, what, MAX_JSON_BYTES, _RUN_FIX)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class RunView:
         return self.metrics.get(self.primary)
 
     def samples(self) -> tuple[SampleRecord, ...]:
+        """The per-sample records; a repeated sample id is a DataError naming the file, line and id."""
         return SamplesFile(self.run_dir / SAMPLES).load(repair=False).records
 
 
@@ -123,7 +132,7 @@ def load_run(run_dir: Path, team: str | None = None) -> RunView:
         try:
             primary = str(payload.get("primary", ""))
             metrics = {str(k): Metric.from_record(v) for k, v in payload["metrics"].items()}
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as error:
             raise DataError(
                 f"The metrics file {run_dir / METRICS} is malformed ({type(error).__name__}: {error}).",
                 "Recompute it from the samples: harness rescore RUN.",

@@ -15,12 +15,20 @@ Static files only, usable from `file://` (no fetch/XHR: data lives in `.js` file
 
 Model and dataset text reaches pages only through jinja2 autoescape or, in the browser, through
 textContent; the data files escape `<`, `>` and `&` as \\u escapes as well.
+
+The site is built in a hidden folder next to SITE and swapped in with one rename (leaderboard.atomic),
+so a build killed at any moment leaves the previous complete site (or the new complete one), never a
+half one. The previous site is deleted after the swap, and only because the harness made it (its
+owner marker); files a user added to it (a CNAME, say) are carried over. A non-empty SITE that the
+harness did not make is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -29,13 +37,24 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import MissingExtraError, UsageError
+from harness.names import OWNER_MARKER, remove_owned_folder
+from leaderboard.atomic import (
+    clean_stale,
+    marked_by_harness,
+    remove_replaced,
+    storage,
+    swap_in,
+    work_folder,
+)
 from leaderboard.catalog import Catalog, CheckpointView, RunView, catalog_from_folders
 from leaderboard.site_data import build_index, checkpoint_page, load_references, run_page
 from leaderboard.site_samples import RunSamples, read_run_samples
 
 HERE = Path(__file__).resolve().parent
-MARKER = ".leaderboard-site"  # written into SITE so a rebuild may clear what an earlier build made
+PURPOSE = "leaderboard site"  # owner marker (harness.names) of a site and of its build folder
+LEGACY_MARKER = ".leaderboard-site"  # what harness versions before the owner markers wrote into SITE
 MANAGED = ("assets", "data", "checkpoints", "runs", "index.html", "compare.html", "plots.html")
+_NOT_CARRIED = {*MANAGED, OWNER_MARKER, LEGACY_MARKER}
 
 
 @dataclass(frozen=True)
@@ -70,22 +89,48 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def _prepare_out(out: Path) -> None:
+def _check_out(out: Path) -> None:
+    try:
+        here: Path | None = Path(os.getcwd())
+    except OSError:  # the current folder was deleted
+        here = None
+    if here is not None and (out == here or out in here.parents):  # the swap would strand this shell
+        raise UsageError(
+            f"--out {out} is the current folder or holds it.", "Pass a folder for the site, e.g. --out site."
+        )
+    if out.is_symlink():
+        raise UsageError(f"--out {out} is a symbolic link.", "Pass the folder itself.")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file.", "Pass a folder for the site.")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+    if out.is_dir() and any(out.iterdir()) and not marked_by_harness(out, PURPOSE, LEGACY_MARKER):
         raise UsageError(
             f"--out {out} is a non-empty folder that was not made by `harness leaderboard build`.",
             "Pass a new or empty folder (the build replaces what it made before, nothing else).",
         )
-    out.mkdir(parents=True, exist_ok=True)
-    for name in MANAGED:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    (out / MARKER).write_text("made by harness leaderboard build\n", encoding="utf-8")
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Copy what a user added to the previous site (anything the build does not write) into the new one."""
+    if not old.is_dir():
+        return
+    for path in old.iterdir():
+        if path.name in _NOT_CARRIED:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.copytree(path, new / path.name, symlinks=True)
+        else:
+            shutil.copy2(path, new / path.name, follow_symlinks=False)
+
+
+def _dispose(replaced: Path | None) -> None:
+    """The previous site, after the swap: deleted when the harness made it."""
+    if replaced is None:
+        return
+    if marked_by_harness(replaced, PURPOSE, LEGACY_MARKER):
+        remove_replaced(replaced, PURPOSE, LEGACY_MARKER)
+    else:
+        with contextlib.suppress(OSError):  # an empty folder the user made: only rmdir, never rmtree
+            os.rmdir(replaced)
 
 
 def _plotly_js() -> Path:
@@ -188,9 +233,34 @@ def build_site(run_roots: Sequence[Path], out: Path, references: Path | None) ->
             "Pass runs folders made by `harness eval --out DIR` (or accepted submissions).",
         )
     index = build_index(catalog, reference_rows)
-    rows_by_id = {row["id"]: row for row in index.payload["rows"]}
-    out = Path(out)
-    _prepare_out(out)
+    shown, out = Path(out), Path(os.path.abspath(out))  # "." has no name to put a sibling next to
+    _check_out(out)
+    try:
+        clean_stale(out, (PURPOSE,))  # build folders of killed builds
+        work = work_folder(out, PURPOSE, "building")
+    except OSError as error:
+        raise storage(error, out.parent, "create the site next to") from None
+    replaced: Path | None = None
+    swapped = False
+    try:
+        try:
+            _carry_over(out, work)
+            pages, n_runs = _write_site(work, catalog, index.payload)
+            size = sum(p.stat().st_size for p in work.rglob("*") if p.is_file())
+            replaced, swapped = swap_in(work, out), True
+        except OSError as error:
+            raise storage(error, out, "write the site") from None
+    finally:
+        if not swapped:  # the build failed: its half-written folder goes, the old site stays
+            remove_owned_folder(work, PURPOSE)
+    _dispose(replaced)
+    return SiteSummary(shown, len(catalog.checkpoints), len(catalog.suites()), n_runs, pages, size,
+                       time.perf_counter() - start)  # fmt: skip
+
+
+def _write_site(out: Path, catalog: Catalog, payload: dict[str, Any]) -> tuple[int, int]:
+    """Every page and data file into `out`; (pages, runs)."""
+    rows_by_id = {row["id"]: row for row in payload["rows"]}
     _copy_assets(out)
     env = _environment()
     run_template = env.get_template("run.html")
@@ -230,16 +300,14 @@ def build_site(run_roots: Sequence[Path], out: Path, references: Path | None) ->
         ))  # fmt: skip
         pages += 1
     figures = site_figures(catalog)
-    _write(out / "data" / "index.js", js_assign("window.LB_INDEX", index.payload))
+    _write(out / "data" / "index.js", js_assign("window.LB_INDEX", payload))
     _write(out / "data" / "plots.js", js_assign("window.LB_PLOTS", figures))
     for name in ("index", "compare", "plots"):
         _write(out / f"{name}.html", env.get_template(f"{name}.html").render(
             root="", page=name, figures=sorted(figures), n_checkpoints=len(catalog.checkpoints),
         ))  # fmt: skip
         pages += 1
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return SiteSummary(out, len(catalog.checkpoints), len(catalog.suites()), n_runs, pages, size,
-                       time.perf_counter() - start)  # fmt: skip
+    return pages, n_runs
 
 
 def _lineage_entry(checkpoint: CheckpointView) -> Mapping[str, Any]:

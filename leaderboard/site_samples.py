@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import DataError
+from harness.readers import parse_json
 from harness.store import SAMPLES
 from leaderboard.catalog import RunView
 
 PER_SAMPLE_OF = {"safety_score": "safe_outcome"}  # aggregate metric -> per-sample value it averages
 STRATUM_OF = {"safety_score": "subset"}  # metric that is a mean of per-stratum means -> stratum field
 CORRECT_AT = 1.0 - 1e-9
+_FIX = "Repair or delete the run (see `harness runs`), then rebuild the site."
 
 
 @dataclass(frozen=True)
@@ -77,27 +79,36 @@ def read_run_samples(run: RunView) -> RunSamples:
     strata: list[str] | None = [] if stratum_field else None
     if not path.is_file():
         return RunSamples(run.primary, [], [], [], [], strata)
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    first_line: dict[str, int] = {}  # a repeated sample would be counted twice in every statistic
+    with path.open("rb") as handle:  # bytes: parse_json decodes strictly, naming the line and byte
         for number, line in enumerate(handle, start=1):
-            if not line.endswith("\n"):
+            if not line.endswith(b"\n"):
                 break  # a torn last line (the run is being written or crashed): the harness redoes it
+            row = parse_json(line, path, "samples file", number, _FIX)
             try:
-                row = json.loads(line)
                 sample_scores = row["scores"]
                 sample_id = str(row["id"])
-            except (ValueError, KeyError, TypeError) as error:
+                if not isinstance(sample_scores, dict):
+                    raise TypeError("'scores' is not an object")
+                if sample_id in first_line:
+                    raise DataError(
+                        f"{path} line {number} repeats sample {sample_id} (first at line "
+                        f"{first_line[sample_id]}).",
+                        "Keep one of the two lines (or delete the run and evaluate again), then rebuild the site.",
+                    )
+                first_line[sample_id] = number
+                if score_key is None:
+                    score_key = per_sample_key(run.primary, sample_scores)
+                raw = sample_scores.get(score_key)
+                score = float(raw) if isinstance(raw, int | float) else None
+                cats = _categories(row, run.primary)
+                extracted = {str(k): _text(v) for k, v in (row.get("extracted") or {}).items()}
+                responses = [str(t) for c in row.get("completions") or [] for t in c.get("texts") or []]
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
                 raise DataError(
-                    f"{path} line {number} is corrupt ({type(error).__name__}: {str(error)[:120]}).",
-                    "Repair or delete the run (see `harness runs`), then rebuild the site.",
+                    f"{path} line {number} is corrupt ({type(error).__name__}: {str(error)[:120]}).", _FIX
                 ) from None
-            if score_key is None:
-                score_key = per_sample_key(run.primary, sample_scores)
-            raw = sample_scores.get(score_key)
-            score = float(raw) if isinstance(raw, int | float) else None
-            cats = _categories(row, run.primary)
             categories.update(cats)
-            extracted = {str(k): _text(v) for k, v in (row.get("extracted") or {}).items()}
-            responses = [str(t) for c in row.get("completions") or [] for t in c.get("texts") or []]
             correct = score is not None and score >= CORRECT_AT
             records.append(
                 {

@@ -60,6 +60,10 @@ def _match(text: str, catalog: Catalog, root: Path) -> list[CheckpointView]:
     from harness.lineage import CheckpointRegistry, registry_path
 
     registry = CheckpointRegistry(registry_path(root))
+    try:  # a reference with credentials in its URL is stored (and so matched and shown) without them
+        text = parse_checkpoint(text).raw
+    except UsageError:
+        pass
     names = {text}
     references = {text}
     entry = registry.by_name(text)

@@ -259,7 +259,10 @@ class MBPP:
                 "passed": f"{c}/{n}",
                 "status": ",".join(r.status for r in results),
                 "first_failure": reason[0][:300] if reason else None,
-                "sandbox": f"network_isolated={first.network_isolated} privileges_dropped={first.privileges_dropped}",
+                "sandbox": (
+                    f"network_isolated={first.network_isolated} privileges_dropped={first.privileges_dropped} "
+                    f"processes_hidden={first.processes_hidden}"
+                ),
             },
         )
 

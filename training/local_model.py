@@ -123,6 +123,18 @@ def _export_matches(folder: Path, fingerprint: str) -> bool:
     return bool(record.get("source_fingerprint") == fingerprint)
 
 
+def _remove_stale_export(target: Path) -> None:
+    """Replace an export of other weights, but only a folder that export_gguf wrote (its record inside)."""
+    from harness.export_hf import EXPORT_RECORD
+
+    if target.is_symlink() or not (target / EXPORT_RECORD).is_file():
+        raise UsageError(
+            f"{target} exists and is not an export the harness made, so it is left untouched.",
+            "Move or delete it yourself, or set another output_dir.",
+        )
+    shutil.rmtree(target)
+
+
 def exported_base(gguf: Path, cache_dir: Path) -> Path:
     """The GGUF's transformers export in cache_dir, made once; a second stage (or a rerun) reuses it."""
     from adapters.common import file_fingerprint
@@ -139,7 +151,12 @@ def exported_base(gguf: Path, cache_dir: Path) -> Path:
     if _export_matches(target, fingerprint):  # another stage finished first
         shutil.rmtree(staging, ignore_errors=True)
     else:
-        shutil.rmtree(target, ignore_errors=True)  # a stale or partial export of other weights
+        try:
+            if target.exists() or target.is_symlink():
+                _remove_stale_export(target)
+        except UsageError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         staging.rename(target)
     return target.resolve()
 

@@ -32,12 +32,20 @@ from typing import Any, Literal
 
 from harness.data import DataSource
 from harness.errors import UsageError
-from harness.lineage import CheckpointEntry, CheckpointRegistry, registry_path
+from harness.lineage import (
+    CheckpointEntry,
+    CheckpointRegistry,
+    check_registry_name,
+    check_tags,
+    registry_path,
+)
+from harness.names import check_name, claim_folder, owns
 from harness.store import write_json_atomic
 from training.config import BACKENDS, STAGES, Backend, Stage, TrainRequest, parse_stage_config, read_yaml
 from training.schema import build, doc, to_record
 
 PIPELINE_FILE = "pipeline.json"
+OWNER = "pipeline summary"  # the purpose in the owner marker of a pipeline's summary folder
 
 
 @dataclass(frozen=True)
@@ -84,11 +92,12 @@ def plan(raw: Any, source: Path) -> tuple[str, str, list[StagePlan], SelectConfi
     if not isinstance(raw, dict):
         raise UsageError(f"{source}: a pipeline file is a YAML mapping.", "See `harness pipeline --help`.")
     known = {"name", "base", "backend", "defaults", "stages", "select"}
-    if unknown := sorted(set(raw) - known):
+    if unknown := sorted(map(str, set(raw) - known)):
         raise UsageError(
             f"{source}: unknown key(s) {', '.join(unknown)}.", f"Known keys: {', '.join(sorted(known))}."
         )
     name, base = str(raw.get("name") or source.stem), str(raw.get("base") or "embedded")
+    check_name(name, f"pipeline name (`name` in {source}, else the file's stem)")
     backend, defaults = raw.get("backend", "local"), raw.get("defaults") or {}
     stages = raw.get("stages")
     if not isinstance(stages, list) or not stages:
@@ -116,12 +125,15 @@ def plan(raw: Any, source: Path) -> tuple[str, str, list[StagePlan], SelectConfi
                 if repeat == 1 and mapping.get("name")
                 else f"{name}-{index}-{stage}{suffix}"
             )
+            check_registry_name(str(stage_name), f"checkpoint name of stage {index} in {source}")
             plans.append(StagePlan(stage, stage_backend, str(stage_name), {**mapping, "name": stage_name}))
     select = None if raw.get("select") is None else build(SelectConfig, raw["select"], str(source), "select")
     if select is not None and select.prompts and (source.parent / select.prompts).is_file():
         select = replace(select, prompts=str(source.parent / select.prompts))  # relative to the pipeline file
+    if select is not None:
+        check_registry_name(select.tag, "select.tag")
     for p in plans:  # validate every stage before the first one trains
-        parse_stage_config({**p.mapping, "base": base}, f"{source} ({p.name})")
+        check_tags(parse_stage_config({**p.mapping, "base": base}, f"{source} ({p.name})").tags)
     return name, base, plans, select
 
 
@@ -205,6 +217,9 @@ def run_pipeline(
 
     name, base, plans, select = plan(read_yaml(path), path)
     registry = CheckpointRegistry(registry_path(root))
+    out = Path(plans[0].mapping.get("output_dir", "checkpoints")).expanduser().resolve() / name
+    owner = {"registry": str(registry.path.expanduser().resolve()), "name": name}
+    _check_summary_folder(out, owner)  # before the first stage trains
     start = start_point(base, root)
     assert start.entry is not None
     candidates: list[Candidate] = []
@@ -243,11 +258,24 @@ def run_pipeline(
         ]
         summary["best"] = {"name": best.entry.name, "reference": best.entry.reference, "value": best.value,
                            "tag": f"{best.entry.stage}:{select.tag}"}  # fmt: skip
-    out = Path(plans[0].mapping.get("output_dir", "checkpoints")).expanduser().resolve() / name
-    out.mkdir(parents=True, exist_ok=True)
+    if not (out.exists() or out.is_symlink()):
+        claim_folder(out, OWNER, **owner)
     write_json_atomic(out / PIPELINE_FILE, summary)
     summary["summary_file"] = str(out / PIPELINE_FILE)
     return summary
+
+
+def _check_summary_folder(out: Path, owner: dict[str, str]) -> None:
+    """The summary is written only into a folder this pipeline made (or an older summary folder that
+    holds nothing but its pipeline.json): never into a checkpoint's or a user's folder."""
+    if not (out.exists() or out.is_symlink()) or owns(out, OWNER, **owner):
+        return
+    if out.is_dir() and not out.is_symlink() and {p.name for p in out.iterdir()} <= {PIPELINE_FILE}:
+        return
+    raise UsageError(
+        f"{out} exists and was not made by this pipeline, so its summary is not written there.",
+        "Set another `name` in the pipeline file, or move that folder yourself.",
+    )
 
 
 def _tag_ref(entry: CheckpointEntry) -> str:

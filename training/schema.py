@@ -75,7 +75,10 @@ def _convert(value: Any, hint: Any, where: str, source: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _bad(source, where, f"must be a number, not {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer with hundreds of digits
+            raise _bad(source, where, "is too large a number") from None
     if hint is str:
         if not isinstance(value, str):
             raise _bad(source, where, f"must be a string, not {value!r}")
@@ -93,7 +96,7 @@ def build(cls: type[T], mapping: Mapping[str, Any], source: str, where: str = ""
     """cls(**mapping) with every value checked against the field's type; nested dataclasses recurse."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(mapping) - set(fields))
+    unknown = sorted(set(mapping) - set(fields), key=str)  # YAML keys need not be strings
     if unknown:
         prefix = f"{where}." if where else ""
         raise UsageError(

@@ -5,14 +5,20 @@ Evaluation and the gate go through the very code paths of `harness eval` and `ha
 --eval-missing` (so a stage's runs resume, hit the response cache and land where `harness runs`,
 `harness gate` and the leaderboard find them). A stage whose checkpoint name is already in the registry
 is not trained again (`harness pipeline` re-runs resume this way); its evaluation is re-run from disk.
+
+Names follow the shared rule (harness.names), so `output_dir/NAME` is always a folder inside `output_dir`.
+A stage makes that folder with an owner marker naming its registry and checkpoint; an unfinished attempt
+is started over (deleted) only when the marker proves it is this registry's attempt at this name. Any
+other folder there (a user's, another registry's checkpoint) is never deleted or written into.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
-import shutil
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -21,8 +27,16 @@ from typing import Any
 
 from harness.checkpoints import EmbeddedRef, GgufRef, parse_checkpoint
 from harness.data import DataSource
-from harness.errors import HarnessError, UsageError
-from harness.lineage import CheckpointEntry, CheckpointRegistry, registry_path, resolve_checkpoint
+from harness.errors import HarnessError, StorageError, UsageError
+from harness.lineage import (
+    CheckpointEntry,
+    CheckpointRegistry,
+    check_registry_name,
+    check_tags,
+    registry_path,
+    resolve_checkpoint,
+)
+from harness.names import claim_folder, is_valid_name, owns, remove_owned_folder
 from harness.store import write_json_atomic
 from training.backend import TRAIN_LOG, StartPoint, StepLog, TrainResult, get_backend
 from training.config import TrainRequest
@@ -30,6 +44,7 @@ from training.data_checks import StageData, load_stage_data
 from training.schema import to_record
 
 STAGE_FILE = "stage.json"
+OWNER = "training stage"  # the purpose in the owner marker of a stage's output folder (harness.names)
 
 
 @dataclass(frozen=True)
@@ -83,7 +98,8 @@ def start_point(text: str, root: Path) -> StartPoint:
     ref, entry = resolve_checkpoint(text, root)
     if entry is None:
         registry = CheckpointRegistry(registry_path(root))
-        entry = registry.by_name(ref.slug()) or registry.add(ref.slug(), ref.raw, "base")
+        name = fit_name(ref.slug())
+        entry = registry.by_name(name) or registry.add(name, ref.raw, "base")
     return StartPoint(reference=ref.raw, entry=entry, base_model=entry.base_model)
 
 
@@ -100,7 +116,7 @@ def local_training_start(start: StartPoint, checkpoints: Path, root: Path) -> St
     registry = CheckpointRegistry(registry_path(root))
     entry = next((e for e in registry.entries if e.reference == reference), None)
     if entry is None:
-        name = f"{start.entry.name if start.entry else 'base'}-hf"
+        name = fit_name(f"{start.entry.name if start.entry else 'base'}-hf")
         entry = registry.add(
             name, reference, "base", parent=start.entry.name if start.entry else None,
             details={"exported_from": start.reference, "by": "harness export-hf (float32)"},
@@ -108,13 +124,52 @@ def local_training_start(start: StartPoint, checkpoints: Path, root: Path) -> St
     return StartPoint(reference=reference, entry=entry, base_model=entry.base_model)
 
 
-def _stage_name(request: TrainRequest, registry: CheckpointRegistry) -> str:
+def fit_name(text: str) -> str:
+    """`text` as a registry name: itself when it follows the name rule, else cleaned and cut to fit, with a
+    digest of the whole so two long references never share a name."""
+    if is_valid_name(text):
+        return text
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.-")[:55] or "checkpoint"
+    return f"{clean}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def owner_details(registry: CheckpointRegistry, name: str) -> dict[str, str]:
+    """What the owner marker of a stage folder records: a folder made for another registry (or another
+    name) is never taken for an unfinished attempt of this one."""
+    return {"registry": str(registry.path.expanduser().resolve()), "name": name}
+
+
+def _present(path: Path) -> bool:
+    return path.exists() or path.is_symlink()  # a dangling symlink is there too
+
+
+def _not_ours(path: Path, registry: CheckpointRegistry, name: str) -> bool:
+    return _present(path) and not owns(path, OWNER, **owner_details(registry, name))
+
+
+def _taken(name: str, registry: CheckpointRegistry, checkpoints: Path) -> bool:
+    return registry.by_name(name) is not None or _not_ours(checkpoints / name, registry, name)
+
+
+def _stage_name(request: TrainRequest, registry: CheckpointRegistry, checkpoints: Path) -> str:
     if request.config.name:
-        return request.config.name
+        return check_registry_name(request.config.name, "checkpoint name")
+    # The default STAGE-N skips names taken in the registry and folders this registry did not make
+    # (another registry's checkpoint, a user's folder): those are never reused, let alone deleted.
     index = len(registry.of_stage(request.stage)) + 1
-    while registry.by_name(f"{request.stage}-{index}") is not None:
+    while _taken(f"{request.stage}-{index}", registry, checkpoints):
         index += 1
     return f"{request.stage}-{index}"
+
+
+def _claim(out_dir: Path, owner: dict[str, str]) -> None:
+    try:
+        claim_folder(out_dir, OWNER, **owner)
+    except OSError as error:
+        raise StorageError(
+            f"Cannot create the checkpoint folder {out_dir}: {error.strerror or error}.",
+            "Make the output folder (config `output_dir`, --output-dir) writable and run again.",
+        ) from None
 
 
 def _train(
@@ -134,11 +189,13 @@ def _train(
 def run_stage(request: TrainRequest, root: Path, data: DataSource, quiet: bool = False,
               base_dir: Path | None = None) -> StageOutcome:  # fmt: skip
     config = request.config
+    check_tags(config.tags)
     checkpoints = Path(config.output_dir).expanduser().resolve()
     registry = CheckpointRegistry(registry_path(root))
-    name = _stage_name(request, registry)
+    name = _stage_name(request, registry, checkpoints)
     existing = registry.by_name(name)
     out_dir = checkpoints / name
+    owner = owner_details(registry, name)
     if existing is not None:
         if existing.stage != request.stage:
             raise UsageError(f"The registry already has a checkpoint '{name}' of stage {existing.stage}.",
@@ -147,13 +204,19 @@ def run_stage(request: TrainRequest, root: Path, data: DataSource, quiet: bool =
         entry, trained = existing, False
         out_dir = Path(str(existing.details.get("out_dir", out_dir)))  # where it was trained
     else:
+        if _not_ours(out_dir, registry, name):  # refused before any slow step; nothing is touched
+            raise UsageError(
+                f"{out_dir} exists and was not made by the harness for checkpoint '{name}' of the registry "
+                f"{registry.path}, so it is left untouched.",
+                "Pick another name (--name or config `name`), or move that folder yourself.",
+            )
         backend = get_backend(request.backend)
         start = start_point(config.base, root)
         backend.check(request, start)
-        if out_dir.exists():  # an attempt that never reached the registry: start it over
+        if _present(out_dir):  # an attempt of this registry that never reached it: start it over
             _say(quiet, f"{out_dir} holds an unfinished attempt (not in the registry); starting it over.")
-            shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True)
+            remove_owned_folder(out_dir, OWNER, **owner)
+        _claim(out_dir, owner)
         (out_dir / "config.json").write_text(json.dumps(request.config_record(), indent=2) + "\n")
         loaded = load_stage_data(request, data, out_dir, base_dir)  # refuses contaminated data first
         data_record = loaded.details
@@ -177,8 +240,12 @@ def run_stage(request: TrainRequest, root: Path, data: DataSource, quiet: bool =
     )
     site = rebuild_site(request, root, quiet)
     outcome = StageOutcome(entry, out_dir, trained, tuple(evals), verdict, code, note, site)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / STAGE_FILE, outcome.to_record())
+    if not _present(out_dir):  # a checkpoint registered by hand: its summary gets a folder of its own
+        _claim(out_dir, owner)
+    if owns(out_dir, OWNER, **owner):
+        write_json_atomic(out_dir / STAGE_FILE, outcome.to_record())
+    else:  # a folder the registry points at but this harness did not make: never written into
+        _say(quiet, f"not writing {STAGE_FILE} into {out_dir}: the harness did not make that folder.")
     return outcome
 
 

@@ -33,6 +33,7 @@ _OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "device": str,
     "tensor_parallel_size": int,
     "price_table": str,
+    "max_reply_bytes": int,
 }
 RUNS_DIR_OPTION = "runs_dir"  # where the checkpoint registry lives (STAGE:TAG references)
 KNOWN_OPTIONS = (*_OPTION_TYPES, RUNS_DIR_OPTION)

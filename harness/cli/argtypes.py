@@ -43,6 +43,13 @@ def add_backend_flags(p: Any) -> None:
         "--tensor-parallel-size", type=positive, default=1, metavar="N", help="vllm: GPUs to shard over"
     )
     p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the endpoint's API key")
+    p.add_argument(
+        "--max-reply-bytes",
+        type=whole_number(1024),
+        metavar="N",
+        help="endpoints: most bytes read from one reply; a larger reply is retried, never stored "
+        "(default: 64 per requested token x samples + 64 KiB, at least 1 MiB)",
+    )
 
 
 def adapter_options(args: argparse.Namespace, price_table: str | None = None) -> AdapterOptions:
@@ -57,4 +64,5 @@ def adapter_options(args: argparse.Namespace, price_table: str | None = None) ->
         device=args.device,
         tensor_parallel_size=args.tensor_parallel_size,
         price_table=price_table,
+        max_reply_bytes=args.max_reply_bytes,
     )

@@ -51,9 +51,11 @@ def register(commands: Any) -> None:
 
 @dataclass(frozen=True)
 class Side:
-    text: str  # as given
-    reference: str | None  # concrete checkpoint reference (what --eval-missing evaluates)
+    text: str  # as given, less any credentials in a URL (it is printed and written to reports)
+    reference: str | None  # concrete checkpoint reference, as stored (what --eval-missing evaluates)
     runs: dict[str, list[RunView]] = field(default_factory=dict)  # suite -> runs, best first
+    # The reference --eval-missing hands to eval: the given text when credentials were taken out of it.
+    eval_reference: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def _rank(run: RunView) -> tuple[bool, int, str]:
 
 
 def resolve_side(text: str, root: Path) -> Side:
-    from harness.checkpoints import parse_checkpoint
+    from harness.checkpoints import parse_checkpoint, redact_reference
     from harness.lineage import resolve_checkpoint
     from harness.store import MANIFEST, resolve_run
     from leaderboard.catalog import load_run, load_runs
@@ -87,13 +89,15 @@ def resolve_side(text: str, root: Path) -> Side:
             direct = resolve_run(text, root)  # a fragment of a run's path (or a UsageError listing runs)
     if (direct / MANIFEST).is_file():
         run = load_run(direct.resolve())
-        return Side(text, run.manifest.checkpoint, {run.suite: [run]})
+        return Side(redact_reference(text), run.manifest.checkpoint, {run.suite: [run]})
     ref, _entry = resolve_checkpoint(text, root)
     runs: dict[str, list[RunView]] = {}
     for run in load_runs([root]) if root.is_dir() else []:
         if run.manifest.checkpoint == ref.raw:
             runs.setdefault(run.suite, []).append(run)
-    return Side(text, ref.raw, {s: sorted(r, key=_rank, reverse=True) for s, r in runs.items()})
+    best_first = {s: sorted(r, key=_rank, reverse=True) for s, r in runs.items()}
+    given = text if parse_checkpoint(text).raw == ref.raw else ref.raw  # STAGE:TAG evaluates its entry
+    return Side(redact_reference(text), ref.raw, best_first, eval_reference=given)
 
 
 def _pinned(run: RunView) -> dict[str, Any]:
@@ -260,7 +264,7 @@ def collect(args: argparse.Namespace, policy: GatePolicy, root: Path) -> tuple[S
     base, cand = resolve_side(args.baseline, root), resolve_side(args.candidate, root)
     suites = args.suite or [s for s in policy.suites if s in base.runs] or sorted(base.runs)
     if not suites:
-        raise DataError(f"No runs found for the baseline {args.baseline} under {root}.", "Evaluate it first.")
+        raise DataError(f"No runs found for the baseline {base.text} under {root}.", "Evaluate it first.")
     for attempt in (1, 2):
         missing = []
         for suite in suites:
@@ -274,7 +278,7 @@ def collect(args: argparse.Namespace, policy: GatePolicy, root: Path) -> tuple[S
             raise _missing_error(missing, base, cand, root)
         for suite, _who, side, like in missing:
             assert side.reference is not None
-            run_eval(eval_command(side.reference, suite, like, root), args.data_dir)
+            run_eval(eval_command(side.eval_reference or side.reference, suite, like, root), args.data_dir)
         base, cand = resolve_side(args.baseline, root), resolve_side(args.candidate, root)
     results = []
     for suite in suites:

@@ -56,12 +56,13 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from leaderboard.submissions import accepted_roots, add_bundle
+    from leaderboard.submissions import add_bundle
 
-    result = add_bundle(args.bundle, args.site_data)
-    print(result.describe())
-    if args.site is not None:
-        from leaderboard.site import build_site
-
-        print(build_site(accepted_roots(args.site_data), args.site, None).describe())
+    # Acceptance is printed as soon as the team's folder is in place; the site rebuild follows (both
+    # under the site-data lock, so concurrent adds take turns).
+    result = add_bundle(
+        args.bundle, args.site_data, args.site, on_accepted=lambda r: print(r.describe(), flush=True)
+    )
+    if result.site is not None:
+        print(result.site.describe())
     return 0

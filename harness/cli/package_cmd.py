@@ -49,6 +49,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from harness.checkpoints import redact_reference
     from harness.errors import UsageError
     from harness.store import runs_root
     from training.package import KAGGLE_BASE_MODEL, KAGGLE_MAX_RANK, package_kaggle
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "harness package needs a target, and --kaggle (the Kaggle NVIDIA Nemotron reasoning challenge's "
             "submission.zip) is the only one so far.",
-            f"Run: harness package {args.checkpoint} --kaggle",
+            f"Run: harness package {redact_reference(args.checkpoint)} --kaggle",
         )
     out = Path(args.out).expanduser().resolve()
     result = package_kaggle(args.checkpoint, out, args.max_rank, runs_root(args.runs))

@@ -64,6 +64,14 @@ def run(args: argparse.Namespace) -> int:
     with RunLock(run_dir):
         samples_file = SamplesFile(run_dir / SAMPLES)
         old = samples_file.load(repair=False).records
+        if not old:  # n=0 metrics over a "complete" run would hide that the responses are gone
+            raise DataError(
+                f"The run {run_dir} has no stored samples"
+                + ("" if samples_file.path.exists() else f" ({SAMPLES} is missing)")
+                + ", so there is nothing to rescore; the run is left as it was.",
+                "Re-run the evaluation (`harness eval` with the run's settings) to regenerate them; "
+                "the response cache makes that free where it still holds the responses.",
+            )
         for record in old:
             if record.id not in samples:
                 raise DataError(f"{run_dir / SAMPLES} has sample {record.id}, which the data does not have.")

@@ -14,7 +14,16 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.manifest import Manifest
-    from harness.store import MANIFEST, METRICS, SAMPLES, find_runs, read_json, runs_root
+    from harness.store import (
+        MANIFEST,
+        METRICS,
+        SAMPLES,
+        SamplesFile,
+        find_runs,
+        read_json,
+        read_metrics,
+        runs_root,
+    )
     from harness.table import pct, render
 
     root = runs_root(args.out)
@@ -27,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
         manifest = Manifest.from_record(read_json(run_dir / MANIFEST, "run manifest"), run_dir / MANIFEST)
         primary = "-"
         if (run_dir / METRICS).is_file():
-            metrics = read_json(run_dir / METRICS, "metrics file")
-            name = metrics.get("primary", "")
-            value = metrics.get("metrics", {}).get(name, {}).get("value")
-            primary = f"{name} {pct(float(value))}" if value is not None else "-"
-        done = sum(1 for _ in (run_dir / SAMPLES).open()) if (run_dir / SAMPLES).exists() else 0
+            name, metrics = read_metrics(run_dir)
+            value = metrics.get(name, {}).get("value")
+            primary = f"{name} {pct(value)}" if value is not None else "-"
+        # Counted as the runner and the gate read them: a repeated sample id or a bad line is an error.
+        done = len(SamplesFile(run_dir / SAMPLES).load(repair=False).records)
         rows.append(
             [
                 str(run_dir.relative_to(root)),

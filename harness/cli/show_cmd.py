@@ -24,10 +24,25 @@ def _clip(text: str, width: int = 400) -> str:
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
+def _pct(value: float | None) -> str:
+    from harness.table import pct
+
+    return pct(float("nan") if value is None else value)
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.manifest import Manifest
-    from harness.store import MANIFEST, METRICS, SAMPLES, SamplesFile, read_json, resolve_run, runs_root
-    from harness.table import pct, render
+    from harness.store import (
+        MANIFEST,
+        METRICS,
+        SAMPLES,
+        SamplesFile,
+        read_json,
+        read_metrics,
+        resolve_run,
+        runs_root,
+    )
+    from harness.table import render
 
     run_dir = resolve_run(args.run, runs_root(args.out))
     manifest = Manifest.from_record(read_json(run_dir / MANIFEST, "run manifest"), run_dir / MANIFEST)
@@ -40,17 +55,16 @@ def run(args: argparse.Namespace) -> int:
         f"status     {manifest.status}; tokens {manifest.prompt_tokens} prompt + {manifest.completion_tokens} completion"
     )
     if (run_dir / METRICS).is_file():
-        metrics = read_json(run_dir / METRICS, "metrics file")
+        primary, metrics = read_metrics(run_dir)
         rows = []
-        for name, m in metrics.get("metrics", {}).items():
+        for name, m in metrics.items():
             lo, hi = m["ci95"]
-            star = "*" if name == metrics.get("primary") else ""
             rows.append(
                 [
-                    name + star,
-                    pct(m["value"]),
-                    pct(m["stderr"] if m["stderr"] is not None else float("nan")),
-                    f"[{pct(lo)}, {pct(hi)}]",
+                    name + ("*" if name == primary else ""),
+                    _pct(m["value"]),
+                    _pct(m["stderr"]),
+                    f"[{_pct(lo)}, {_pct(hi)}]",
                     str(m["n"]),
                 ]
             )

@@ -144,3 +144,62 @@ assert {value!r} in seen
 """
         + RIGHT
     )
+
+
+def proc_snooper(harness_pid: int, escape: bool, own_mount_ns: str = "") -> str:
+    """Reads every /proc/<pid>/cmdline and environ it can reach (the harness's, its parent's, pid 1's, all
+    listed ones, pids near the harness's), looking for `sk-leak-<hex>`; prints where it found some.
+
+    With `escape` it then tries to remove the fresh /proc (umount, which needs capabilities; a user + mount
+    namespace of its own, then umount or a new procfs) and looks again. The umount is attempted only when
+    its mount namespace is not `own_mount_ns` (the caller's), so a test can never unmount a real /proc.
+    """
+    return f"""
+import ctypes, os, re
+libc = ctypes.CDLL(None, use_errno=True)
+found, pids_seen, files = {{}}, set(), [0]
+def scan():
+    pids = {{{harness_pid}, os.getppid(), 1}} | set(range(max(1, {harness_pid} - 64), {harness_pid} + 64))
+    try:
+        listed = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        listed = []
+    pids_seen.update(listed)
+    for pid in sorted(pids | set(listed)):
+        for name in ("cmdline", "environ"):
+            path = "/proc/%d/%s" % (pid, name)
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                continue
+            files[0] += 1
+            for hit in re.findall(rb"sk-leak-[0-9a-f]+", data):
+                found.setdefault(path, set()).add(hit.decode())
+scan()
+if {escape!r} and os.readlink("/proc/self/ns/mnt") != {own_mount_ns!r}:
+    libc.umount2(b"/proc", 2)  # MNT_DETACH: would uncover the host's /proc
+    scan()
+    if libc.unshare(0x10000000 | 0x00020000) == 0:  # CLONE_NEWUSER | CLONE_NEWNS: full caps there
+        libc.umount2(b"/proc", 2)
+        libc.mount(b"proc", b"/proc", b"proc", 0, None)
+        scan()
+print("found", sorted((path, sorted(hits)) for path, hits in found.items()))
+print("snooped", files[0], "files; listed pids", sorted(pids_seen))
+"""
+
+
+# Tries to outlive a killed harness: clears its own parent-death signal, and leaves a setsid()ed grandchild
+# (also without one) that sleeps; the program itself sleeps 60 s.
+ORPHAN_MAKER = """
+import ctypes, os, time
+libc = ctypes.CDLL(None)
+libc.prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG 0
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        libc.prctl(1, 0, 0, 0, 0)
+        time.sleep(600)
+    os._exit(0)
+time.sleep(60)
+"""

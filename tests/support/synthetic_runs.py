@@ -180,7 +180,7 @@ def _sample(suite: str, i: int, right: bool, rng: random.Random) -> tuple[str, s
             "passed": "3/3" if right else "0/3",
             "status": status,
             "first_failure": None if right else f"AssertionError: assert task_{i}(1) == {1 + i}",
-            "sandbox": "network_isolated=True privileges_dropped=True",
+            "sandbox": "network_isolated=True privileges_dropped=True processes_hidden=True",
         }
         return (f"mbpp-{11 + i}", f"Write a python function task_{i} that adds {i}.",
                 f"[BEGIN]\n{code}\n[DONE]", Score({"pass@1": float(right)}, outcome))  # fmt: skip

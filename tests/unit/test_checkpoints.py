@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from harness.checkpoints import (
@@ -13,6 +15,7 @@ from harness.checkpoints import (
     TinkerRef,
     VllmRef,
     parse_checkpoint,
+    redact_reference,
 )
 from harness.errors import ExitCode, UsageError
 
@@ -99,3 +102,68 @@ def test_slug_is_a_safe_unique_folder_name() -> None:
     b = parse_checkpoint("http://127.0.0.1:8081/v1#m").slug()
     assert a != b
     assert "/" not in a and ":" not in a and "#" not in a
+
+
+SECRET = "hunter2-S3CR3T"
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "scheme"),
+    [
+        (f"alice:{SECRET}", "Basic"),
+        (f"{SECRET}", "Bearer"),
+        (f":{SECRET}", "Bearer"),
+        (f"{SECRET}:", "Bearer"),
+    ],
+)
+def test_url_credentials_are_taken_out_of_everything_but_the_authorization(
+    userinfo: str, scheme: str
+) -> None:
+    plain = parse_checkpoint("http://127.0.0.1:8080/v1#m?api=text")
+    ref = parse_checkpoint(f"http://{userinfo}@127.0.0.1:8080/v1#m?api=text")
+    assert isinstance(ref, EndpointRef) and isinstance(plain, EndpointRef)
+    assert ref.raw == plain.raw == "http://127.0.0.1:8080/v1#m?api=text"
+    assert ref.base_url == "http://127.0.0.1:8080/v1" and ref.slug() == plain.slug()
+    assert ref == plain and hash(ref) == hash(plain)  # identity does not depend on the secret
+    assert ref.auth_scheme == scheme and plain.authorization is None
+    assert ref.authorization is not None and ref.authorization.startswith(f"{scheme} ")
+    for shown in (repr(ref), str(ref), ref.raw, ref.slug(), ref.base_url, repr(ref.options)):
+        assert SECRET not in shown and "alice" not in shown
+    again = parse_checkpoint(ref.raw)  # what stores keep re-parses to the same reference, without the key
+    assert again == ref and isinstance(again, EndpointRef) and again.authorization is None
+
+
+def test_basic_credentials_are_percent_decoded() -> None:
+    ref = parse_checkpoint("https://bob:p%40ss%3Aword@[::1]:8443/v1#m")
+    assert isinstance(ref, EndpointRef)
+    assert ref.authorization == "Basic " + base64.b64encode(b"bob:p@ss:word").decode()
+    assert ref.raw == "https://[::1]:8443/v1#m" and ref.base_url == "https://[::1]:8443/v1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (f"http://u:{SECRET}@127.0.0.1:8080/v1", "model name is missing"),
+        (f"http://u:{SECRET}@127.0.0.1:8080/v1#m?api=grpc", "api must be 'chat' or 'text'"),
+        (f"http://127.0.0.1:8080/v1#m?token={SECRET}", "unknown option(s) token"),
+        (f"http://127.0.0.1:8080/v1#m?api_key_env=sk-{SECRET}", "must name an environment variable"),
+        (f"http://127.0.0.1:8080/v1?key={SECRET}#m", "query before '#MODEL'"),
+        (f"http://u:ab/{SECRET}@127.0.0.1:8080/v1#m", "port is not a number"),
+        (f"http://u:{SECRET} @h/v1#m", "spaces or control characters"),
+        (f"ftp://u:{SECRET}@h/v1#m", "matches none"),
+    ],
+)
+def test_error_messages_never_echo_a_secret(raw: str, problem: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_checkpoint(raw)
+    assert problem in caught.value.message
+    assert SECRET not in caught.value.message and "Invalid --checkpoint '" in caught.value.message
+
+
+def test_redact_reference_keeps_known_options_and_masks_the_rest() -> None:
+    assert (
+        redact_reference("http://a:b@h:1/v1#m?api_key_env=KEY&api=chat")
+        == "http://h:1/v1#m?api_key_env=KEY&api=chat"
+    )
+    assert redact_reference("http://h/v1#m?key=abc&api=text") == "http://h/v1#m?key=***&api=text"
+    assert redact_reference("sft:latest") == "sft:latest"

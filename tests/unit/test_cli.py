@@ -11,32 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, cli_env, eval_json, free_port, harness, read_samples
+from tests.support.cli_runs import assert_clean_error, replay_args, write_gold_replay
 
 
 @pytest.fixture(scope="module")
 def gold_replay(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rows = [json.loads(line) for line in (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()]
-    path = tmp_path_factory.mktemp("replay") / "gold.jsonl"
-    path.write_text(
-        "".join(
-            json.dumps({"sample_id": f"gsm8k-test-{i:04d}", "text": r["answer"]}) + "\n"
-            for i, r in enumerate(rows)
-        )
-    )
-    return path
-
-
-def replay_args(replay: Path, limit: int, out: Path) -> tuple[str, ...]:
-    return ("--checkpoint", f"replay:{replay}", "--suite", "gsm8k", "--limit", str(limit), "--out", str(out))
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
-    assert proc.returncode == code, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("harness: error:")]
-    assert len(error_lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in proc.stderr, (needle, proc.stderr)
+    return write_gold_replay(data_dir, tmp_path_factory.mktemp("replay") / "gold.jsonl", None)
 
 
 def test_unknown_checkpoint_lists_valid_forms() -> None:

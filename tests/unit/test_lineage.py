@@ -178,5 +178,5 @@ def test_a_moved_tag_names_one_checkpoint_and_survives_a_reload(tmp_path: Path) 
     assert [e.name for e in reloaded.entries] == ["base", "sft-a", "sft-b", "dpo-1"]  # tag lines add no entry
     with pytest.raises(UsageError, match="No checkpoint named 'nope'"):
         reloaded.tag("nope", "best")
-    with pytest.raises(UsageError, match="Invalid tag 'v2'"):
+    with pytest.raises(UsageError, match="The tag 'v2' is reserved"):
         reloaded.tag("sft-a", "v2")

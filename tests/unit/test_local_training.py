@@ -424,3 +424,38 @@ def test_hf_start_without_a_chat_template_is_refused(exported_hf_dir: Path, tmp_
     missing = f"hf:{tmp_path / 'nowhere'}"
     with pytest.raises(UsageError, match="does not exist"):
         LocalBackend().check(request_for("sft", missing), StartPoint(missing, None, "x"))
+
+
+def test_exported_base_never_replaces_a_folder_it_did_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from adapters.common import file_fingerprint
+    from harness.errors import UsageError
+    from harness.export_hf import EXPORT_RECORD
+    from training import local_model
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(100))
+
+    def fake_export(source: Path, out: Path, force: bool = False) -> None:  # the real one takes ~10 s
+        out.mkdir(parents=True)
+        (out / EXPORT_RECORD).write_text(json.dumps({"source_fingerprint": file_fingerprint(source)}))
+        (out / "model.safetensors").write_bytes(b"weights")
+
+    monkeypatch.setattr("harness.export_hf.export_gguf", fake_export)
+    cache = tmp_path / "_base"
+    cache.mkdir()
+    target = cache / local_model._export_name(gguf, file_fingerprint(gguf))
+    target.mkdir()
+    (target / "precious.txt").write_text("keep")
+    with pytest.raises(UsageError, match="left untouched"):
+        local_model.exported_base(gguf, cache)
+    assert (target / "precious.txt").read_text() == "keep"
+    assert sorted(p.name for p in cache.iterdir()) == [target.name]  # no staging folder left behind
+    shutil.rmtree(target)
+    target.mkdir()  # a stale export of other weights, which the harness wrote: replaced
+    (target / EXPORT_RECORD).write_text(json.dumps({"source_fingerprint": "other weights"}))
+    assert local_model.exported_base(gguf, cache) == target.resolve()
+    assert json.loads((target / EXPORT_RECORD).read_text())["source_fingerprint"] == file_fingerprint(gguf)

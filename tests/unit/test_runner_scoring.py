@@ -4,6 +4,7 @@ a time, and a scorer's error stops the run with every sample scored before it ke
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -221,7 +222,37 @@ def test_judge_error_reaches_every_waiting_sample_and_stops_the_run(data_dir: Pa
     spec = spec_for(suite, responses, data_dir, tmp_path / "runs")
     with pytest.raises(DataError, match="has no response for sample wildguard:"):
         asyncio.run(evaluate(spec, ReplayAdapter(str(responses))))
-    run_dir = next((tmp_path / "runs").rglob("manifest.json")).parent
-    assert json.loads((run_dir / "manifest.json").read_text())["invocations"][-1]["status"] == "failed"
-    samples_file = run_dir / "samples.jsonl"
-    assert not samples_file.exists() or samples_file.read_text() == ""  # no sample scored without its verdict
+    # No sample was scored without its verdict, so the first run leaves no run folder behind at all.
+    assert not list((tmp_path / "runs").rglob("samples.jsonl"))
+    assert not list((tmp_path / "runs").rglob("manifest.json"))
+
+
+class DownEndpoint(ReplayAdapter):
+    """The same checkpoint (same identity) whose endpoint is now down."""
+
+    async def preflight(self) -> None:
+        from harness.errors import EndpointError
+
+        raise EndpointError("Cannot reach the endpoint (connection refused).", "Start the server.")
+
+
+def test_a_failed_rerun_never_downgrades_a_complete_run(data_dir: Path, tmp_path: Path) -> None:
+    from harness.errors import EndpointError
+
+    suite = GSM8K()
+    replay = gold_replay(suite, data_dir, tmp_path / "gold.jsonl")
+    spec = spec_for(suite, replay, data_dir, tmp_path / "runs")
+    first = asyncio.run(evaluate(spec, ReplayAdapter(str(replay))))
+    samples = first.run_dir / "samples.jsonl"
+    lines = samples.read_text().splitlines(keepends=True)
+    samples.write_text("".join(lines[:-1]))  # one sample to redo, and its response not in the cache
+    no_cache = dataclasses.replace(spec, use_cache=False)
+    with pytest.raises(EndpointError):
+        asyncio.run(evaluate(no_cache, DownEndpoint(str(replay))))
+    manifest = json.loads((first.run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert [i["status"] for i in manifest["invocations"]] == ["complete", "failed"]
+    assert "Cannot reach the endpoint" in manifest["invocations"][-1]["error"]
+    assert manifest["invocations"][-1]["resumed"] == N - 1
+    again = asyncio.run(evaluate(spec, ReplayAdapter(str(replay))))  # the endpoint is back (the cache has it)
+    assert again.invocation.cache_hits == 1 and again.metrics == first.metrics

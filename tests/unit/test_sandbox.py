@@ -81,6 +81,7 @@ def test_an_honest_program_passes_in_isolation_with_its_output_kept() -> None:
     assert result.stdout_tail.strip().splitlines()[-1] == "hello from the program"  # the token is removed
     if FULL_ISOLATION_EXPECTED:
         assert result.network_isolated and result.privileges_dropped and result.uid is not None
+        assert result.processes_hidden  # own PID namespace and /proc (tests/unit/test_sandbox_procfs.py)
         assert 60000 <= result.uid < 65000
     assert leftover_processes(result) == [] and not os.path.exists(result.workdir)
 

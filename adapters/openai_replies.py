@@ -1,0 +1,106 @@
+"""What a 200 reply of an OpenAI-compatible server must hold to count as a completion.
+
+A reply is hostile input. One that is not a valid completion (not JSON, no or empty `choices`, a choice
+without `message`/`text`, `content` null or not a string, duplicate or missing indices, wrong types) is a
+MalformedReply, which the adapter retries like a 5xx and never returns as a sample (so it is never cached).
+Exactly one choice for n > 1 is the documented llama.cpp case (its server ignores `n`): FewerChoices.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from harness.types import ApiKind, Completion
+
+
+class FewerChoices(Exception):
+    """The server ignored `n` (llama.cpp's server does): fall back to n separate requests."""
+
+
+class MalformedReply(Exception):
+    """A 200 reply that is not a valid completion; the message says what is wrong with it."""
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _choice_text(choice: Mapping[str, Any], api: ApiKind, where: str) -> str:
+    text = _raw_choice_text(choice, api, where)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape (\ud800): valid JSON, but not text to store
+        raise MalformedReply(f"{where} holds a lone UTF-16 surrogate escape, not text") from None
+    return text
+
+
+def _raw_choice_text(choice: Mapping[str, Any], api: ApiKind, where: str) -> str:
+    if api == "text":
+        text = choice.get("text")
+        if not isinstance(text, str):
+            raise MalformedReply(f"{where} has 'text' of type {_type_name(text)}, not a string")
+        return text
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise MalformedReply(f"{where} has no 'message' object")
+    content = message.get("content")
+    if isinstance(content, str):
+        return content  # "" is a completion: a model may end at once
+    reasoning = message.get("reasoning_content", message.get("reasoning"))
+    if content is None and isinstance(reasoning, str):
+        return ""  # a reasoning server whose model spent every token thinking: the answer part is empty
+    raise MalformedReply(f"{where} has 'content' of type {_type_name(content)}, not a string (no text)")
+
+
+def _count(usage: Mapping[str, Any], key: str) -> int:
+    value = usage.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MalformedReply(f"usage.{key} is {value!r}, not a token count")
+    return value
+
+
+def parse_completion(raw: bytes, api: ApiKind, n: int, latency_s: float) -> Completion:
+    """Validate a 200 reply; raise MalformedReply (or FewerChoices: one choice for n > 1)."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise MalformedReply(f"the body is not JSON ({len(raw)} bytes; truncated?)") from None
+    if not isinstance(body, dict):
+        raise MalformedReply(f"the body is a JSON {_type_name(body)}, not an object")
+    choices = body.get("choices")
+    if "error" in body and choices is None:
+        raise MalformedReply(f"the body is an error object, not a completion: {str(body['error'])[:200]}")
+    if not isinstance(choices, list):
+        raise MalformedReply(f"'choices' is {_type_name(choices)}, not a list")
+    if not choices:
+        raise MalformedReply("'choices' is empty")
+    picked: dict[int, tuple[str, str]] = {}
+    for position, choice in enumerate(choices):
+        where = f"choice {position}"
+        if not isinstance(choice, dict):
+            raise MalformedReply(f"{where} is a {_type_name(choice)}, not an object")
+        index = choice.get("index", position)
+        if isinstance(index, bool) or not isinstance(index, int) or index in picked:
+            raise MalformedReply(f"{where} has index {index!r} (not a distinct whole number)")
+        reason = choice.get("finish_reason")
+        if reason is not None and not isinstance(reason, str):
+            raise MalformedReply(f"{where} has finish_reason of type {_type_name(reason)}")
+        picked[index] = (_choice_text(choice, api, where), reason or "unknown")
+    if len(picked) == 1 and n > 1:
+        raise FewerChoices()
+    if sorted(picked) != list(range(n)):
+        raise MalformedReply(f"it has {len(picked)} choice(s) (indices {sorted(picked)[:8]}) for n={n}")
+    usage = body.get("usage") or {}
+    if not isinstance(usage, dict):
+        raise MalformedReply(f"'usage' is {_type_name(usage)}, not an object")
+    return Completion(
+        texts=tuple(picked[i][0] for i in range(n)),
+        finish_reasons=tuple(picked[i][1] for i in range(n)),
+        prompt_tokens=_count(usage, "prompt_tokens"),
+        completion_tokens=_count(usage, "completion_tokens"),
+        latency_s=latency_s,
+    )
