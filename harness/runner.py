@@ -209,6 +209,7 @@ async def _evaluate_locked(
         cost_estimate_usd=spec.cost_estimate_usd,
     )
     write_json_atomic(run_dir / MANIFEST, manifest.with_invocation(invocation, keep).to_record())
+    sandbox_runs_before = _sandbox_runs()
     counters = Counters()
     cache: ResponseCache | None = None
     try:
@@ -226,7 +227,10 @@ async def _evaluate_locked(
             )
         metrics = metrics_of(suite, final_records)
         write_metrics(run_dir, suite, metrics)
-        done = replace(counters.apply(invocation), finished_at=now_iso(), status="complete")
+        done = replace(
+            counters.apply(invocation), finished_at=now_iso(), status="complete",
+            sandbox_timing=_sandbox_record(sandbox_runs_before),
+        )  # fmt: skip
         usage = [c for r in final_records for c in r.completions]
         manifest = replace(
             manifest.with_invocation(done),
@@ -239,8 +243,9 @@ async def _evaluate_locked(
         status = "interrupted" if isinstance(error, KeyboardInterrupt | asyncio.CancelledError) else "failed"
         message = error.message if isinstance(error, HarnessError) else f"{type(error).__name__}: {error}"
         failed = replace(
-            counters.apply(invocation), finished_at=now_iso(), status=status, error=message[:500]
-        )
+            counters.apply(invocation), finished_at=now_iso(), status=status, error=message[:500],
+            sandbox_timing=_sandbox_record(sandbox_runs_before),
+        )  # fmt: skip
         # A full or read-only disk refuses this write too: the first error is the one reported.
         with contextlib.suppress(HarnessError):
             write_json_atomic(run_dir / MANIFEST, manifest.with_invocation(failed, keep).to_record())
@@ -250,6 +255,17 @@ async def _evaluate_locked(
         if cache is not None:
             cache.close()
     return EvalOutcome(run_dir=run_dir, metrics=metrics, invocation=done, n_samples=len(final_records))
+
+
+def _sandbox_runs() -> int:
+    # Looked up, not imported: a run that sandboxes nothing never loads the sandbox.
+    timing = sys.modules.get("harness.sandbox_timing")
+    return int(timing.runs_so_far()) if timing is not None else 0
+
+
+def _sandbox_record(runs_before: int) -> dict[str, Any] | None:
+    timing = sys.modules.get("harness.sandbox_timing")
+    return timing.record_since(runs_before) if timing is not None else None
 
 
 async def _generate_and_score(

@@ -38,24 +38,35 @@ and its process tree are described in `harness.sandbox_child`):
   `ProgramResult` records what was applied (`network_isolated`, `privileges_dropped`, `processes_hidden`,
   with the reasons in `notes`).
 
-The sentinel (why `exit(0)` and friends cannot fake a pass): the child runner (trusted code that runs
-first) compiles the program and the tests separately. It runs the program, then restores the pristine
-builtins module, removes program globals that shadow builtins (except names the tests are meant to call,
-e.g. a task whose function is named `sum`), clears trace/profile hooks, and runs the tests in that
-namespace. Only if the tests return normally does it read a random 128-bit token from an inherited pipe
-and write it as the last line of stdout, then `os._exit(0)`. The token is never in the program text,
-argv, environment or any file, and it is not in the process's memory while untrusted code runs. PASS =
-exit status 0 and the last stdout line equal to the token. `exit(0)`, `sys.exit()`, `raise SystemExit`,
-`os._exit(0)` (the runner never reaches the token), rebinding `builtins.AssertionError`/`print`/`sorted`
-(restored; `assert` does not look up AssertionError), defining a global `sorted` that the tests would call
-(dropped from the tests' namespace), or printing guessed text all fail.
+Where the verdict comes from (why neither `exit(0)` nor a lying object nor a patched module can fake a
+pass): the tests and the solution never share a process. The untrusted program runs in its own process
+(G in `harness.sandbox_child`), which only loads it and answers calls to its functions. The trusted
+process (P) holds the tests, evaluates every assertion, comparison and library call in them with its own
+pristine modules, and reaches the solution only through `harness.sandbox_wire`'s channel, which carries
+plain data (None, bool, int, float, complex, str, bytes; list, tuple, dict, set, frozenset of those; a
+Counter, OrderedDict, defaultdict or deque rebuilt on the trusted side), bounded at 8 MiB, 100 levels and
+a million values. Anything else the solution returns (an always-equal object, a subclass of int or str
+with a lying `__eq__`, a generator, a function, `unittest.mock.ANY`) fails the test with that reason, and
+so does a solution that raises, dies, or answers out of turn. P reads the tests only after forking G, so
+G never held them; P writes the verdict on a pipe G never had; P is non-dumpable. There is no secret to
+steal and no output to forge: what G prints, which fds it reads or writes, how it exits, what it patches
+in its own interpreter (builtins, `math`, `sys.modules`, frames, gc, ctypes writes to code objects) does
+not reach the process that decides. `ProgramResult.reason` says why a program failed, in P's words.
 
 What this sandbox does NOT protect against (read before running code you would not run yourself):
-- a program written to attack this runner: it can find the token pipe (e.g. via /proc/self/fd), read the
-  token and print it; it can rewrite objects the tests use through ctypes or gc tricks, patch attributes of
-  modules the tests import (`math.isclose = ...`), or return objects whose `__eq__` is always true. The
-  sentinel proves that the test code ran to its end without an exception, not that the tests meant much;
-  a real boundary would run the tests in a separate process from the solution;
+- solutions that pass the visible tests without solving the task: the tests are in the prompt, so a
+  program that returns the asserted values for the asserted inputs (a lookup table) passes; so does one
+  that is wrong only on inputs the tests do not try. Only stronger tests (e.g. MBPP's challenge tests or
+  EvalPlus-style extra inputs) would catch that;
+- a solution that makes the trusted side slow: a reply of up to 8 MiB of ints chosen to collide in a set
+  or dict, or of a million values, costs the trusted process CPU time; it then fails at the time limit
+  (never passes), but the run takes that long;
+- tests that need more than calls: a test that reads a solution's attribute or global, passes it a
+  callback, or checks that it mutated an argument fails here, since only return values come back (none
+  of MBPP's test lists does; see the README for the exceptions);
+- without a PID namespace and without root (the kernel refuses user namespaces), the solution runs as
+  the harness's user in the harness's view of /proc: it can signal (kill) the trusted process, which
+  then gives no verdict (a failure, not a pass); P is non-dumpable, so it cannot read its memory;
 - kernel or interpreter exploits, and anything a root-owned file world-readable on this machine reveals
   (the program can read any file "other" may read, e.g. /etc/passwd, source trees, world-readable data);
   a secret the harness writes to a world-readable file is readable, only its argv and environ are hidden;
@@ -78,7 +89,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import select
 import signal
 import subprocess
@@ -90,8 +100,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Literal
 
-from harness.sandbox_child import CHILD_SOURCE
+from harness.sandbox_child import CHILD_SOURCE, code_file
 from harness.sandbox_cleanup import UID_RANGE, Claim, claim_run, kill_uid, pids_of_uid, sweep, sweep_once
+from harness.sandbox_plan import plan_tests
 
 __all__ = [
     "MARKER", "UID_RANGE", "Job", "Limits", "ProgramResult", "check_program", "kill_uid", "run_job",
@@ -115,10 +126,11 @@ class Limits:
 
 @dataclass(frozen=True)
 class Job:
-    program: str  # the untrusted code
-    tests: str  # run after the program, in its namespace (setup code + asserts)
-    prelude: str = ""  # run before the program, in its namespace (e.g. test imports)
-    entry_points: tuple[str, ...] = ()  # builtin-shadowing names the tests may still use from the program
+    program: str  # the untrusted code (runs in the solution's process)
+    tests: str  # the asserts (run in the trusted process, calling the program's functions)
+    prelude: str = ""  # test imports: run on both sides, before the program and before the tests
+    setup: str = ""  # the task's setup code: run on both sides, after the program and before the tests
+    entry_points: tuple[str, ...] = ()  # builtin-named functions (e.g. `sum`) the tests call in the program
 
 
 @dataclass(frozen=True)
@@ -134,10 +146,19 @@ class ProgramResult:
     uid: int | None = None  # the sandbox uid when privileges were dropped
     workdir: str = ""  # already deleted; also in the child's argv, so leftovers can be found by it
     notes: tuple[str, ...] = field(default=())
+    reason: str = ""  # why it did not pass, in the trusted side's words ("assertion failed: assert ...")
+    calls: int = 0  # calls the tests made into the solution
+    signal: str = ""  # the signal that ended the solution's process, e.g. "SIGXCPU" (CPU time limit)
+    limits: Limits = Limits()  # what it ran under (after scaling to this machine's speed)
 
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+    @property
+    def hit_a_limit(self) -> bool:
+        """Ended by the wall-clock or the CPU time limit (SIGXCPU at the soft one, SIGKILL at the hard)."""
+        return self.status == "timeout" or self.signal in ("SIGXCPU", "SIGKILL")
 
 
 def _tail(handle: IO[bytes], limit: int) -> str:
@@ -167,17 +188,24 @@ def run_job(job: Job, limits: Limits = Limits()) -> ProgramResult:
         claim.release()  # deletes the folder, then frees the marker and uid locks
 
 
+def _payload(record: dict[str, Any]) -> IO[bytes]:
+    handle = tempfile.TemporaryFile()
+    handle.write(json.dumps(record).encode())
+    handle.flush()
+    handle.seek(0)
+    return handle
+
+
 def _run_claimed(job: Job, limits: Limits, claim: Claim) -> ProgramResult:
     uid, workdir = claim.uid, claim.workdir
-    token = secrets.token_hex(16).encode()
-    token_r, token_w = os.pipe()
+    code = code_file()
     status_r, status_w = os.pipe()
-    os.write(token_w, token)
-    os.close(token_w)
-    payload = tempfile.TemporaryFile()
-    payload.write(json.dumps(asdict(job)).encode())
-    payload.flush()
-    payload.seek(0)
+    verdict_r, verdict_w = os.pipe()
+    # The tests and the program travel in separate files: only the trusted process opens the first.
+    plan = plan_tests(job.tests, job.prelude, job.setup, job.entry_points)
+    tests = _payload({"prelude": job.prelude, "tests": job.tests, "solution": plan.solution,
+                      "modules": plan.modules, "refs": plan.refs, "plan_error": plan.error})  # fmt: skip
+    program = _payload({"prelude": job.prelude, "program": job.program, "setup": job.setup})
     stdout, stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     config = {
         "uid": uid,
@@ -186,22 +214,27 @@ def _run_claimed(job: Job, limits: Limits, claim: Claim) -> ProgramResult:
         "tmpfs": limits.tmpfs_bytes,
         "limits": asdict(limits),
         "nproc": limits.processes if uid is not None else _nproc_for_unprivileged(limits.processes),
-        "token_fd": token_r,
         "status_fd": status_w,
-        "payload_fd": payload.fileno(),
+        "verdict_fd": verdict_w,
+        "tests_fd": tests.fileno(),
+        "program_fd": program.fileno(),
+        "code_fd": code.fileno(),
+        "code_size": code.size,
     }
+    inherited = (status_w, verdict_w, tests.fileno(), program.fileno(), code.fileno())
     start = time.monotonic()
     try:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-B", "-c", CHILD_SOURCE, json.dumps(config), MARKER],
                 stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=workdir, env=_child_env(workdir),
-                pass_fds=(token_r, status_w, payload.fileno()), start_new_session=True, close_fds=True,
+                pass_fds=inherited, start_new_session=True, close_fds=True,
             )  # fmt: skip
         finally:
-            os.close(token_r)
             os.close(status_w)
-            payload.close()
+            os.close(verdict_w)
+            tests.close()
+            program.close()
         # Wait in this thread (the runner's parent-death signal is tied to it) and never return or raise
         # with the run alive: the finally kills the group (before reaping, so the pgid is not reused).
         ended = False
@@ -210,34 +243,34 @@ def _run_claimed(job: Job, limits: Limits, claim: Claim) -> ProgramResult:
         finally:
             _kill_group(proc.pid)
             returncode = proc.wait()
-            setup = _parse_status(_read_all(status_r))
-            # A run with its own PID namespace that ended by itself has nothing left: its init's exit
-            # waited until the kernel had killed and reaped every process of the namespace.
+            setup = _parse_record(_read_all(status_r))
+            verdict = _parse_record(_read_all(verdict_r))
+            # A run with its own PID namespace that ended by itself has nothing left: P reaped the
+            # namespace's init before exiting, and the kernel had killed and reaped every process of
+            # the namespace before that.
             if uid is not None and not (ended and setup.get("pidns") is True):
                 kill_uid(uid)
-        timed_out = not ended
         duration = time.monotonic() - start
         out_tail, err_tail = _tail(stdout, 8192), _tail(stderr, 8192)
     finally:
         os.close(status_r)
+        os.close(verdict_r)
         stdout.close()
         stderr.close()
     notes = tuple(str(n) for n in setup.get("notes", []))
     if "fatal" in setup:
         notes += (f"sandbox setup failed: {setup['fatal']}",)
-    lines = out_tail.rstrip("\n").rsplit("\n", 1)
-    sentinel_seen = bool(lines) and lines[-1] == token.decode()
+    if "error" in verdict:
+        notes += (f"the trusted test process failed: {verdict['error']}",)
     status: Status
-    if timed_out:
-        status = "timeout"
-    elif "fatal" in setup or not setup:
+    reason = str(verdict.get("reason", ""))[:2000]
+    if not ended:
+        status, reason = "timeout", f"no verdict within the {limits.wall_s:g} s wall-clock limit"
+    elif "fatal" in setup or not setup or "passed" not in verdict:
         status = "error"
-    elif returncode == 0 and sentinel_seen:
-        status = "passed"
+        reason = reason or f"the sandbox gave no verdict (exit status {returncode})"
     else:
-        status = "failed"
-    if sentinel_seen:
-        out_tail = out_tail.rstrip("\n").rsplit("\n", 1)[0]
+        status = "passed" if verdict["passed"] is True else "failed"
     return ProgramResult(
         status=status,
         returncode=returncode,
@@ -250,6 +283,10 @@ def _run_claimed(job: Job, limits: Limits, claim: Claim) -> ProgramResult:
         uid=uid if setup.get("dropped") else None,
         workdir=workdir,
         notes=notes,
+        reason=reason,
+        calls=int(verdict.get("calls", 0)) if isinstance(verdict.get("calls"), int) else 0,
+        limits=limits,
+        signal=str(verdict.get("signal") or ""),
     )
 
 
@@ -287,13 +324,18 @@ def run_jobs(
 
 
 def check_program(
-    program: str, tests: str, prelude: str = "", entry_points: Collection[str] = (), limits: Limits = Limits()
+    program: str,
+    tests: str,
+    prelude: str = "",
+    entry_points: Collection[str] = (),
+    limits: Limits = Limits(),
+    setup: str = "",
 ) -> ProgramResult:
-    return run_job(Job(program, tests, prelude, tuple(entry_points)), limits)
+    return run_job(Job(program, tests, prelude, setup, tuple(entry_points)), limits)
 
 
-def _parse_status(raw: bytes) -> dict[str, Any]:
-    """The runner's setup report (written before any untrusted code runs); {} if it never came."""
+def _parse_record(raw: bytes) -> dict[str, Any]:
+    """A JSON object a trusted process wrote (the setup report, the verdict); {} if none came."""
     try:
         setup = json.loads(raw) if raw else {}
     except ValueError:

@@ -1,35 +1,87 @@
-"""The trusted runner that `harness.sandbox` starts as `python -I -B -c CHILD_SOURCE CONFIG MARKER`.
+"""The processes that `harness.sandbox` starts as `python -I -B -c CHILD_SOURCE CONFIG MARKER`.
 
 It is source text, not an imported module: it runs in a fresh interpreter that imports nothing of the
-harness. argv[1] is its JSON config (no secrets in it: the token arrives through an inherited pipe).
+harness from disk (`harness.sandbox_wire` and `harness.sandbox_trusted` arrive compiled, in the inherited
+`CodeFile`, and are executed as modules there). argv[1] is its JSON config (no secrets in it).
 
 The process tree of one run (when a PID namespace is available, i.e. as root, or through a user namespace):
 
-    harness thread -Popen-> P (trusted: namespaces, mounts; waits, relays the exit status)
+    harness thread -Popen-> P (trusted: namespaces, mounts; then runs the TESTS, writes the verdict)
                              └─fork─> I (trusted: PID 1 of a new PID namespace; fresh /proc; reaps)
-                                        └─fork─> G (drops privileges, then runs the untrusted program)
+                                        └─fork─> G (drops privileges, then loads the untrusted program
+                                                    and answers P's calls to its functions)
 
+- The tests and the solution never share a process. P reads the tests (from their own inherited file)
+  only after forking, so G's memory never held them; G gets the program, the test imports and the setup
+  code from another file. P evaluates every assertion and calls the solution only through two pipes that
+  carry plain data (`harness.sandbox_wire`); the verdict goes to the harness on a pipe G never had.
+  There is no secret to steal: nothing G can print, write or exit with makes a pass.
 - P gets PR_SET_PDEATHSIG(SIGKILL) first thing: it dies with the harness thread that started it (run_job
   blocks in that thread until P is reaped, so the thread never exits early). P never changes credentials,
-  so the kernel never clears that signal.
+  so the kernel never clears that signal. After the fork P is non-dumpable (PR_SET_DUMPABLE 0): even a
+  same-uid G (no root, no namespaces) cannot ptrace it or read its memory, fds or environ through /proc.
 - I gets the same signal for P's death. When I dies, the kernel SIGKILLs every process of its PID
   namespace, so whatever the program forked (setsid, double fork, a cleared parent-death signal of its own)
   dies with it: nothing the untrusted code can do keeps it alive past I, and it cannot signal or ptrace I
-  (another uid, or all capabilities dropped).
+  or P (another uid, or all capabilities dropped; P is not even in its PID namespace).
 - I mounts a fresh procfs (hidepid=2) on /proc: the program sees only its own run's processes, so the
   harness's /proc/<pid>/cmdline and environ are out of its reach.
 - G sets its limits, drops privileges (setuid as root; otherwise drops every capability of its user
   namespace, which would let it unmount the fresh /proc), sets no_new_privs, reports the setup on the
-  status pipe, then runs prelude, program and tests as the module `harness.sandbox` describes (sentinel).
+  status pipe and closes it, then runs the test imports, the program and the setup code, says whether
+  that worked, and serves calls until P hangs up.
 
-Without a PID namespace P runs the program itself (after the same lockdown) and re-arms the parent-death
-signal after its credential change; nothing then hides other processes, and what the program forks can
-outlive it (run_job kills the run's uid and process group; the sweep handles a killed harness).
+Without a PID namespace P forks G directly (same lockdown, parent-death signal re-armed after the
+credential change); nothing then hides other processes, and what the program forks can outlive it
+(run_job kills the run's uid and process group; the sweep handles a killed harness).
 """
 
 from __future__ import annotations
 
-CHILD_SOURCE = r"""
+import marshal
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+MODULES = ("harness.sandbox_wire", "harness.sandbox_trusted")
+
+
+@dataclass(frozen=True)
+class CodeFile:
+    """The modules' compiled code, marshalled once per harness process into an unlinked file that every
+    run inherits read-only (compiling them in each run's fresh interpreter cost ~5 ms)."""
+
+    fd: int
+    size: int
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+_code_lock = threading.Lock()
+_code: list[CodeFile] = []
+
+
+def code_file() -> CodeFile:
+    with _code_lock:
+        if not _code:
+            here = Path(__file__).resolve().parent
+            compiled = {
+                name: compile((here / f"{name.split('.')[1]}.py").read_text("utf-8"), f"<{name}>", "exec")
+                for name in MODULES
+            }
+            blob = marshal.dumps(compiled)
+            handle = tempfile.TemporaryFile()
+            handle.write(blob)
+            handle.flush()
+            _code.append(CodeFile(os.dup(handle.fileno()), len(blob)))
+            handle.close()
+        return _code[0]
+
+
+_PROCESSES = r"""
 import builtins, ctypes, json, os, sys
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -141,33 +193,26 @@ def _close(*fds):
             os.close(fd)
         except OSError:
             pass
-def _relay(status):
-    # Exit as the program did: same code, or the same signal (P is not a namespace init, so it can).
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        import signal
-        _libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: SIGXCPU/SIGSEGV must not dump this root process
-        try:
-            signal.signal(-code, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
-        os.kill(os.getpid(), -code)
-        os._exit(128 - code)
-    os._exit(code)
-def _supervise(cfg, st):
-    # Returns only in G, the process that runs the program; P and I wait, relay and exit.
-    inherited = (cfg["token_fd"], cfg["status_fd"], cfg["payload_fd"])
-    life_r, life_w = os.pipe()  # EOF on life_r: P is gone
+def _spawn(cfg, st, theirs, ours):
+    # Forks the solution's process G (through I, the namespace's init, when there is a PID namespace).
+    # Returns in P with the child's pid, and in G with None; I never returns. `theirs` are fds only P
+    # keeps (the tests, the verdict), closed in the child at once; `ours` are the child's, closed in P.
     res_r, res_w = os.pipe()  # I -> P: G's raw wait status
     import gc
     gc.freeze()  # the program's collections then skip (and do not copy-on-write) the inherited objects
+    if not st["pidns"]:
+        prog = os.fork()
+        if prog:
+            _close(res_r, res_w, *ours)
+            return prog, None
+        _close(res_r, res_w, *theirs)
+        return None, None
+    life_r, life_w = os.pipe()  # EOF on life_r: P is gone
     init = os.fork()
     if init:
-        _close(life_r, res_w, *inherited)
-        status = os.waitpid(init, 0)[1]
-        data = os.read(res_r, 32)
-        _relay(int(data) if data else status)
-    _close(life_w, res_r)
+        _close(life_r, res_w, *ours)
+        return init, res_r
+    _close(life_w, res_r, *theirs)
     _die_with_parent()
     os.set_blocking(life_r, False)
     try:
@@ -178,7 +223,7 @@ def _supervise(cfg, st):
     _fresh_proc(st)
     prog = os.fork()
     if prog:
-        _close(life_r, *inherited)
+        _close(life_r, *ours)
         while True:
             pid, status = os.waitpid(-1, 0)  # also reaps the program's orphans, reparented to us
             if pid == prog:
@@ -186,6 +231,7 @@ def _supervise(cfg, st):
         os.write(res_w, str(status).encode())
         os._exit(0)  # the kernel now kills whatever the program left in this namespace
     _close(life_r, res_w)
+    return None, None
 def _drop_capabilities():
     class Header(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
@@ -216,6 +262,96 @@ def _lockdown(cfg, st):
         _die_with_parent()  # setuid cleared it; re-armed after the last credential change
         if os.getppid() != cfg["parent"]:
             os._exit(4)
+def _read_fd(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return json.loads(b"".join(chunks).decode())
+_CODE = []
+def _load(name, cfg):
+    # The harness's modules, from the code it compiled and marshalled once (CodeFile).
+    import marshal, types
+    if not _CODE:
+        _CODE.append(marshal.loads(os.pread(cfg["code_fd"], cfg["code_size"], 0)))
+        package = types.ModuleType("harness")
+        package.__path__ = []
+        sys.modules["harness"] = package
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    exec(_CODE[0][name], module.__dict__)
+    return module
+def _why_gone(child, res_r):
+    # What ended the solution's process, from its wait status (relayed by I in a PID namespace), and
+    # the signal's name if one killed it; ("", "") when it does not come within a second (e.g. the program closed its pipe and lives on: run_job
+    # kills it after this process exits).
+    import select, signal, time
+    status = None
+    if res_r is not None:
+        if select.select([res_r], [], [], 1.0)[0]:
+            data = os.read(res_r, 32)
+            status = int(data) if data else None
+    else:
+        for _ in range(100):
+            pid, raw = os.waitpid(child, os.WNOHANG)
+            if pid:
+                status = raw
+                break
+            time.sleep(0.01)
+    if status is None:
+        return "", ""
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        return " (it exited with status %d)" % code, ""
+    name = signal.Signals(-code).name
+    hint = {"SIGXCPU": ": the CPU time limit", "SIGKILL": ": the CPU time limit or a kill",
+            "SIGSEGV": ": a crash, e.g. recursion too deep"}.get(name, "")
+    return " (killed by %s%s)" % (name, hint), name
+def _trusted(cfg, child, res_r, call_w, reply_r):
+    # P, after the fork: no untrusted code runs here. Non-dumpable, so a same-uid solution (no root,
+    # no namespaces) cannot ptrace it or read its memory through /proc.
+    _libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+    try:
+        job = _read_fd(cfg["tests_fd"])
+        verdict = _load("harness.sandbox_trusted", cfg).run_tests(job, call_w, reply_r)
+        if verdict.pop("gone"):
+            why, verdict["signal"] = _why_gone(child, res_r)
+            verdict["reason"] += why
+    except BaseException as e:
+        verdict = {"error": "%s: %s" % (type(e).__name__, e)}
+    os.write(cfg["verdict_fd"], json.dumps(verdict).encode())
+    # End the solution side before exiting: once I is reaped, its whole PID namespace is gone (without
+    # one, run_job kills the process group and the run's uid).
+    import signal
+    try:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    except OSError:
+        pass
+    os._exit(0)
+def _solution(cfg, call_r, reply_w):
+    # G, after lockdown: from the first line of the program on, everything in this process is untrusted.
+    job = _read_fd(cfg["program_fd"])
+    wire = sys.modules["harness.sandbox_wire"]
+    del sys.argv[1:]
+    ns = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        exec(compile(job["prelude"], "<test imports>", "exec"), ns)
+        exec(compile(job["program"], "<program>", "exec"), ns)
+        exec(compile(job["setup"], "<setup>", "exec"), ns)
+    except BaseException as e:
+        wire.flush_output()
+        import traceback
+        traceback.print_exc()
+        wire.flush_output()
+        wire.send(reply_w, {"loaded": False, "raised": wire.describe(e)})
+        os._exit(1)
+    wire.send(reply_w, {"loaded": True})
+    wire.serve(ns, call_r, reply_w)
+    os._exit(0)
 def _main():
     cfg = json.loads(sys.argv[1])
     _libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the harness thread that started us
@@ -223,10 +359,16 @@ def _main():
         os._exit(4)  # the harness died before that: nobody would ever wait for us
     st = {"netns": False, "mountns": False, "pidns": False, "userns": False, "procfs": False,
           "can_drop": cfg["uid"] is not None, "dropped": False, "hidden": False, "notes": []}
+    call_r, call_w = os.pipe()  # P -> G: calls
+    reply_r, reply_w = os.pipe()  # G -> P: replies
     try:
+        _load("harness.sandbox_wire", cfg)
         _setup(cfg, st)
-        if st["pidns"]:
-            _supervise(cfg, st)
+        cfg["parent"] = os.getpid()
+        child, res_r = _spawn(cfg, st, (cfg["tests_fd"], cfg["verdict_fd"], cfg["code_fd"], call_w, reply_r),
+                              (cfg["program_fd"], cfg["status_fd"], call_r, reply_w))
+        if child is not None:
+            _trusted(cfg, child, res_r, call_w, reply_r)
         _lockdown(cfg, st)
     except Exception as e:
         st = {"fatal": "%s: %s" % (type(e).__name__, e)}
@@ -234,50 +376,8 @@ def _main():
     os.close(cfg["status_fd"])
     if "fatal" in st:
         os._exit(3)
-    chunks = []
-    while True:
-        chunk = os.read(cfg["payload_fd"], 1 << 16)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(cfg["payload_fd"])
-    job = json.loads(b"".join(chunks).decode())
-    token_fd, out, write, exit_, settrace, setprofile = cfg["token_fd"], sys.stdout, os.write, os._exit, sys.settrace, sys.setprofile
-    del sys.argv[1:]
-    pristine = dict(builtins.__dict__)
-    keep = set(job["entry_points"])
-    try:
-        prelude = compile(job["prelude"], "<prelude>", "exec")
-        program = compile(job["program"], "<program>", "exec")
-        tests = compile(job["tests"], "<tests>", "exec")
-        ns = {"__name__": "__main__", "__builtins__": builtins}
-        exec(prelude, ns)
-        exec(program, ns)
-        settrace(None)
-        setprofile(None)
-        bd = builtins.__dict__
-        bd.clear()
-        bd.update(pristine)
-        tns = {k: v for k, v in ns.items() if k.startswith("__") or k not in pristine or k in keep}
-        tns["__builtins__"] = builtins
-        exec(tests, tns)
-    except BaseException:
-        try:
-            out.flush()
-        except BaseException:
-            pass
-        try:
-            import traceback
-            traceback.print_exc()
-        finally:
-            exit_(1)
-    settrace(None)
-    try:
-        out.flush()
-    except BaseException:
-        pass
-    token = os.read(token_fd, 64)
-    write(1, b"\n" + token + b"\n")
-    exit_(0)
+    _solution(cfg, call_r, reply_w)
 _main()
 """
+
+CHILD_SOURCE = _PROCESSES

@@ -14,10 +14,12 @@ Code extraction (applied to every response): start after the first "[BEGIN]" if 
 the next "[DONE]"; inside that, take the first ```python (or ```py) fenced block, else the first ``` fenced
 block of any language, else the text itself; an unclosed fence runs to the end.
 
-Execution: only in the sandbox (`harness.sandbox`): the extracted program runs with the task's
-`test_imports` before it, then `test_setup_code`, then the `test_list` asserts (`challenge_test_list` is
-not used, as in the paper); a program passes only if the harness's sentinel after the last assert is
-seen. Limits: 10 s wall, 5 s CPU, 1 GiB address space, 16 MiB per file, 16 processes.
+Execution: only in the sandbox (`harness.sandbox`): the extracted program runs in the solution's process
+with the task's `test_imports` before it and `test_setup_code` after it; the `test_list` asserts
+(`challenge_test_list` is not used, as in the paper) run in a separate trusted process that calls the
+program's functions over a plain-data channel; a program passes only if every assert held there.
+Limits: 10 s wall, 5 s CPU, 1 GiB address space, 16 MiB per file, 16 processes, on the reference machine;
+scaled to this machine's measured speed and load (`harness.sandbox_timing`, recorded in the manifest).
 
 Metrics: pass@1 (primary). With n > 1 samples per task (temperature > 0), pass@k for k in
 1, 2, 5, 10, 20, 50, 100 up to n, each per task by the unbiased estimator of Chen et al. (2021),
@@ -38,7 +40,8 @@ from typing import Any
 
 from harness.data import DataSource, load_hub_rows, read_jsonl, rows_hash
 from harness.errors import DataError
-from harness.sandbox import Job, Limits, ProgramResult, run_job, run_jobs
+from harness.sandbox import Job, Limits, ProgramResult
+from harness.sandbox_timing import run_calibrated
 from harness.suite import LoadedData, mean_metrics
 from harness.types import (
     ApiKind,
@@ -231,17 +234,16 @@ class MBPP:
 
     def job(self, sample: Sample, response: str) -> Job:
         meta = sample.metadata
-        tests = "\n".join([meta["setup"], *meta["tests"]]) + "\n"
         return Job(
             program=extract_code(response),
-            tests=tests,
+            tests="\n".join(meta["tests"]) + "\n",
             prelude="\n".join(meta["imports"]) + "\n",
+            setup=meta["setup"] + "\n",
             entry_points=tuple(meta["entry_points"]),
         )
 
     def execute(self, sample: Sample, responses: Sequence[str]) -> list[ProgramResult]:
-        jobs = [self.job(sample, r) for r in responses]
-        return [run_job(jobs[0], LIMITS)] if len(jobs) == 1 else run_jobs(jobs, LIMITS)
+        return run_calibrated([self.job(sample, r) for r in responses], LIMITS)
 
     def score(self, sample: Sample, completions: Sequence[Completion]) -> Score:
         texts = [t for c in completions for t in c.texts]
@@ -251,7 +253,7 @@ class MBPP:
         n, c = len(results), sum(r.passed for r in results)
         values = {f"pass@{k}": pass_at_k(n, c, k) for k in KS if k <= n}
         first = results[0]
-        reason = next((r.stderr_tail.strip().splitlines()[-1:] for r in results if not r.passed), [])
+        reason = next(([r.reason or r.status] for r in results if not r.passed), [])
         return Score(
             values=values,
             extracted={
@@ -261,7 +263,8 @@ class MBPP:
                 "first_failure": reason[0][:300] if reason else None,
                 "sandbox": (
                     f"network_isolated={first.network_isolated} privileges_dropped={first.privileges_dropped} "
-                    f"processes_hidden={first.processes_hidden}"
+                    f"processes_hidden={first.processes_hidden} cpu_s={first.limits.cpu_s} "
+                    f"wall_s={first.limits.wall_s:g}"
                 ),
             },
         )

@@ -122,7 +122,12 @@ def test_runs_from_worker_threads_are_not_cut_short() -> None:
 
 
 @pytest.mark.skipif(not ROOT_USER, reason="only root can run processes under sandbox uids")
-def test_sweep_kills_processes_of_sandbox_uids_that_no_live_run_holds() -> None:
+def test_sweep_kills_processes_of_sandbox_uids_that_no_live_run_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lock folder of its own: after a few thousand runs every uid of the range has a lock file in the
+    # real one, and this test needs a uid without one (a process of some other user of that range).
+    monkeypatch.setattr(cleanup, "LOCK_DIR", str(tmp_path / "uids"))
     orphaned, orphan_fd = cleanup.claim_uid()
     os.close(orphan_fd)  # as if its harness died: the lock file exists and is free
     held, held_fd = cleanup.claim_uid()
