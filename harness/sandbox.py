@@ -58,12 +58,14 @@ What this sandbox does NOT protect against (read before running code you would n
   program that returns the asserted values for the asserted inputs (a lookup table) passes; so does one
   that is wrong only on inputs the tests do not try. Only stronger tests (e.g. MBPP's challenge tests or
   EvalPlus-style extra inputs) would catch that;
-- a solution that makes the trusted side slow: a reply of up to 8 MiB of ints chosen to collide in a set
-  or dict, or of a million values, costs the trusted process CPU time; it then fails at the time limit
-  (never passes), but the run takes that long;
+- a solution that makes the trusted side work: a reply of up to 8 MiB or a million values costs the
+  trusted process the time to decode and compare it (set members or keys crafted to share a hash are
+  refused in linear time); a reply that is slow to check fails at the time limit, never passes;
 - tests that need more than calls: a test that reads a solution's attribute or global, passes it a
-  callback, or checks that it mutated an argument fails here, since only return values come back (none
-  of MBPP's test lists does; see the README for the exceptions);
+  callback, or checks that it mutated an argument fails here, since only return values come back (no
+  MBPP test list of tasks 11-974 does); objects a test constructs from the program's classes stay on the
+  solution's side as references that can be passed back but not compared, hashed or tested for truth,
+  so only an identity check such as `is not None` holds on one;
 - without a PID namespace and without root (the kernel refuses user namespaces), the solution runs as
   the harness's user in the harness's view of /proc: it can signal (kill) the trusted process, which
   then gives no verdict (a failure, not a pass); P is non-dumpable, so it cannot read its memory;

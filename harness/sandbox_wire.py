@@ -289,10 +289,14 @@ def serve(namespace: dict[str, Any], call_fd: int, reply_fd: int) -> None:
         try:
             args = from_tree(call["args"], resolve)
             kwargs = from_tree(call["kwargs"], resolve)
-            function = namespace[call["fn"]]
+            name = call["fn"]
         except Exception as error:
             send(reply_fd, {"id": ident, "bad": f"malformed call ({type(error).__name__})"})
             continue
+        if name not in namespace:
+            send(reply_fd, {"id": ident, "raised": f"NameError: the program defines no {str(name)[:100]!r}"})
+            continue
+        function = namespace[name]
         try:
             result = function(*args, **kwargs)
         except BaseException as error:

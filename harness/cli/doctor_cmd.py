@@ -1,5 +1,6 @@
-"""`harness doctor`: what is installed, where each package is imported from, where data comes from, and
-whether llama.cpp's compiled library runs on this CPU (a fresh probe in a child process)."""
+"""`harness doctor`: what is installed, where each package is imported from, where data comes from,
+whether llama.cpp's compiled library runs on this CPU (a fresh probe in a child process), and what the
+code sandbox applies here (isolation, and time limits scaled to this machine's measured speed)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,37 @@ def run(args: argparse.Namespace) -> int:
     from harness.lineage import registry_path
 
     print(f"registry: {registry_path(None)}  (HARNESS_REGISTRY, else <runs>/registry.jsonl)")
-    return _llama_cpp_report()
+    sandbox_ok = sandbox_report()
+    return _llama_cpp_report() or (0 if sandbox_ok else 1)
+
+
+def sandbox_report() -> bool:
+    """Run one small program through the MBPP sandbox as scoring would; print what it applied."""
+    from harness.sandbox import check_program
+    from harness.sandbox_timing import calibration
+    from suites.mbpp import LIMITS
+
+    measured = calibration()
+    limits = measured.scale(LIMITS)
+    result = check_program("def f(x):\n    return x + 1\n", "assert f(1) == 2\n", limits=limits)
+    verdict = "works" if result.passed else f"FAILED ({result.status}: {result.reason or result.notes})"
+    print(f"sandbox: {verdict}; tests run in a trusted process apart from the solution")
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    print(
+        f"  isolation  network {yes(result.network_isolated)}, own uid {yes(result.privileges_dropped)}, "
+        f"other processes hidden {yes(result.processes_hidden)}"
+    )
+    for note in result.notes:
+        print(f"  note       {note}")
+    print(
+        f"  timing     {measured.speed_factor:.2f}x the reference core's CPU time, {measured.cpu_share:.0%} of a "
+        f"core free: MBPP limits {limits.cpu_s} s CPU, {limits.wall_s:g} s wall (pinned {LIMITS.cpu_s} s, "
+        f"{LIMITS.wall_s:g} s)"
+    )
+    return result.passed
 
 
 def _llama_cpp_report() -> int:
