@@ -44,8 +44,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
+from pathlib import Path
 from statistics import NormalDist
-from typing import Literal
+from typing import Any, Literal
 
 from harness.paired import PairedDelta, binomial_variate, holm, is_binary, paired_bootstrap
 
@@ -83,6 +84,21 @@ class MetricGate:
     regressions: int  # pairs baseline > candidate
     improvements: int
     verdict: Verdict | None = None  # gating metrics only
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    """One suite's gate: the two runs compared, how many samples paired, and each metric's verdict."""
+
+    suite: str
+    baseline_run: Path
+    candidate_run: Path
+    n_paired: int
+    only_baseline: int
+    only_candidate: int
+    settings_differences: dict[str, tuple[Any, Any]]
+    metrics: list[MetricGate]
+    notes: list[str]
 
 
 def binom_sf(k: int, n: int, p: float) -> float:

@@ -1,1 +1,2 @@
-"""Static HTML leaderboard and submission bundles (not built yet)."""
+"""The static HTML leaderboard (`harness leaderboard build`) and verified submission bundles
+(`leaderboard submit` / `add`)."""

@@ -1,1 +1,1 @@
-"""Tables, plots, comparisons and model cards built from runs (not built yet)."""
+"""Tables, plots, comparisons and model cards built from runs (`harness report`)."""

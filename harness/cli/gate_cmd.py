@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from harness.errors import DataError, UsageError
-from harness.gate import MarginTest, MetricGate, Verdict
+from harness.gate import MarginTest, SuiteResult, Verdict
 
 if TYPE_CHECKING:
     from harness.gate_policy import GatePolicy
@@ -56,19 +56,6 @@ class Side:
     runs: dict[str, list[RunView]] = field(default_factory=dict)  # suite -> runs, best first
     # The reference --eval-missing hands to eval: the given text when credentials were taken out of it.
     eval_reference: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class SuiteResult:
-    suite: str
-    baseline_run: Path
-    candidate_run: Path
-    n_paired: int
-    only_baseline: int
-    only_candidate: int
-    settings_differences: dict[str, tuple[Any, Any]]
-    metrics: list[MetricGate]
-    notes: list[str]
 
 
 def _rank(run: RunView) -> tuple[bool, int, str]:
