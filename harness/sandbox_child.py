@@ -81,7 +81,7 @@ def code_file() -> CodeFile:
         return _code[0]
 
 
-_PROCESSES = r"""
+CHILD_SOURCE = r"""
 import builtins, ctypes, json, os, sys
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -197,16 +197,13 @@ def _spawn(cfg, st, theirs, ours):
     # Forks the solution's process G (through I, the namespace's init, when there is a PID namespace).
     # Returns in P with the child's pid, and in G with None; I never returns. `theirs` are fds only P
     # keeps (the tests, the verdict), closed in the child at once; `ours` are the child's, closed in P.
-    res_r, res_w = os.pipe()  # I -> P: G's raw wait status
     import gc
     gc.freeze()  # the program's collections then skip (and do not copy-on-write) the inherited objects
     if not st["pidns"]:
         prog = os.fork()
-        if prog:
-            _close(res_r, res_w, *ours)
-            return prog, None
-        _close(res_r, res_w, *theirs)
-        return None, None
+        _close(*(ours if prog else theirs))
+        return (prog, None) if prog else (None, None)
+    res_r, res_w = os.pipe()  # I -> P: G's raw wait status
     life_r, life_w = os.pipe()  # EOF on life_r: P is gone
     init = os.fork()
     if init:
@@ -286,8 +283,8 @@ def _load(name, cfg):
     return module
 def _why_gone(child, res_r):
     # What ended the solution's process, from its wait status (relayed by I in a PID namespace), and
-    # the signal's name if one killed it; ("", "") when it does not come within a second (e.g. the program closed its pipe and lives on: run_job
-    # kills it after this process exits).
+    # the signal's name if one killed it; ("", "") when it does not come within a second (e.g. the
+    # program closed its pipe and lives on: run_job kills it after this process exits).
     import select, signal, time
     status = None
     if res_r is not None:
@@ -379,5 +376,3 @@ def _main():
     _solution(cfg, call_r, reply_w)
 _main()
 """
-
-CHILD_SOURCE = _PROCESSES
