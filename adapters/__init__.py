@@ -6,10 +6,9 @@ llama_cpp, vllm or tinker at module import time.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from adapters.options import AdapterOptions, require_extra
 from harness.checkpoints import (
     CheckpointRef,
     EmbeddedRef,
@@ -22,35 +21,14 @@ from harness.checkpoints import (
     TinkerRef,
     VllmRef,
 )
-from harness.errors import MissingExtraError
 from harness.registry import Registry
 from harness.types import Adapter
 
-
-@dataclass(frozen=True)
-class AdapterOptions:
-    concurrency: int | None = None  # None: the adapter's own default
-    timeout_s: float = 600.0
-    api_key_env: str | None = None
-    max_attempts: int = 8
-    n_ctx: int | None = None
-    batch_size: int | None = None  # local batched backends (hf); None: the adapter's default
-    device: str | None = None  # hf: "cpu", "cuda", "cuda:1"; None: cuda when available
-    tensor_parallel_size: int = 1  # vllm: GPUs to shard over
-    price_table: str | None = None  # tinker: JSON file overriding the built-in USD prices per 1M tokens
-    max_reply_bytes: int | None = None  # endpoints: bytes read per reply; None: scaled by max_tokens x n
+__all__ = ["ADAPTERS", "AdapterOptions", "create_adapter", "require_extra"]
 
 
 AdapterFactory = Callable[[CheckpointRef, AdapterOptions], Adapter]
 ADAPTERS: Registry[AdapterFactory] = Registry("checkpoint form")
-
-
-def require_extra(module: str, extra: str, what: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        raise MissingExtraError(
-            f"{what} needs the '{extra}' extra, which is not installed (no '{module}' module).",
-            f"Install it: pip install -e '.[{extra}]' (or pip install 'post-train-harness[{extra}]').",
-        )
 
 
 def create_adapter(ref: CheckpointRef, options: AdapterOptions | None = None) -> Adapter:

@@ -32,7 +32,7 @@ from harness.errors import UsageError
 from harness.types import ApiKind, Completion, GenerationSettings, Request
 
 if TYPE_CHECKING:
-    from adapters import AdapterOptions
+    from adapters.options import AdapterOptions
     from harness.checkpoints import HfRef
 
 DEFAULT_BATCH_SIZE = 8
@@ -141,7 +141,7 @@ class HfAdapter:
         return self._identity
 
     async def preflight(self) -> None:
-        from harness.export_hf import has_chat_template
+        from adapters.hf_export import has_chat_template
 
         if not has_chat_template(self.model_dir):
             raise UsageError(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.errors import DataError, UsageError
 from harness.readers import parse_json, read_bytes
-from harness.store import holds_lone_surrogate
+from harness.runs.store import holds_lone_surrogate
 from harness.types import ApiKind, Completion, Request
 
 _FIX = 'Each line must be {"sample_id": "...", "text": "..."} (or "texts": [...]), in UTF-8.'

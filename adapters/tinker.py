@@ -54,7 +54,7 @@ from harness.pricing import Price, PriceTable, load_price_table
 from harness.types import ApiKind, Completion, Request
 
 if TYPE_CHECKING:
-    from adapters import AdapterOptions
+    from adapters.options import AdapterOptions
 
 log = logging.getLogger("harness.tinker")
 T = TypeVar("T")

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters import AdapterOptions
 from adapters.common import folder_fingerprint
+from adapters.options import AdapterOptions
 from harness.checkpoints import VllmRef
 from harness.errors import EndpointError, MissingExtraError, UsageError
 from harness.types import Adapter, ApiKind, Completion, GenerationSettings, Message, Request

@@ -3,18 +3,18 @@
 What is measured: the `mbpp` suite's 500 test tasks (11-510), each task's gold code given as the response
 ("[BEGIN]\\n{code}\\n[DONE]", `MBPP.gold_response`) and turned into a sandbox job exactly as scoring does
 (`MBPP.job`), then run with the suite's limits (`suites.mbpp.LIMITS`: 10 s wall, 5 s CPU, 1 GiB, 16
-processes; scaled to this machine by `harness.sandbox_timing`, as the scorer does) by two sandbox
+processes; scaled to this machine by `suites.sandbox.timing`, as the scorer does) by two sandbox
 implementations, alternately, in the same run:
 
-- old: `harness/sandbox.py`, `harness/sandbox_child.py` and `harness/sandbox_cleanup.py` as they were at
+- old: `suites/sandbox/__init__.py`, `suites/sandbox/child.py` and `suites/sandbox/cleanup.py` as they were at
   `--baseline-rev` (default b21a920), extracted from git into a temporary folder as a package named
   `harness` (an empty `__init__.py` plus every `harness.*` module those files import at that revision,
   followed transitively, e.g. `harness.names` -> `harness.errors`), and run by a fresh Python process whose
-  PYTHONPATH puts that folder first (it prints which `harness/sandbox.py` it imported). It gets the same
+  PYTHONPATH puts that folder first (it prints which `suites/sandbox/__init__.py` it imported). It gets the same
   jobs as JSON in the old `Job` format (program, tests, prelude, entry_points): where the current `Job`
   has a separate `setup` field, the old format's tests are `setup + "\\n" + tests`, which is what the old
   `MBPP.job` built; and the same limits (fields the old `Limits` does not know are dropped and listed);
-- new: the working tree's `harness.sandbox`, in this process.
+- new: the working tree's `suites.sandbox`, in this process.
 
 Each side runs, per round: serial (`run_jobs(jobs, LIMITS, max_workers=1)`, one fresh sandboxed process
 after another), then parallel (`run_jobs(jobs, LIMITS, max_workers=W)` for each W in `--workers`: a
@@ -59,10 +59,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.data import resolve_data_source
-from harness.sandbox import Job, run_jobs
-from harness.sandbox_timing import calibration
 from suites.mbpp import LIMITS as PINNED_LIMITS
 from suites.mbpp import MBPP
+from suites.sandbox import Job, run_jobs
+from suites.sandbox.timing import calibration
 
 # Both sides run under the pinned limits scaled to this machine (as the scorer does): on a slow or busy
 # host the slowest gold program (task 123, ~4 s of CPU) would otherwise fail either side at random.
@@ -72,11 +72,11 @@ ROOT = Path(__file__).resolve().parents[1]
 BASELINE_FILES = ("sandbox", "sandbox_child", "sandbox_cleanup")
 
 # Runs in a fresh interpreter with the extracted old `harness` package first on PYTHONPATH. It only
-# imports `harness.sandbox`; argv: the spec file (jobs, limits, worker counts) and the result file.
+# imports `suites.sandbox`; argv: the spec file (jobs, limits, worker counts) and the result file.
 BASELINE_WORKER = """
 import dataclasses, json, sys, time
 
-import harness.sandbox as sandbox
+import suites.sandbox as sandbox
 
 
 def row(r):

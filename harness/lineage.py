@@ -22,10 +22,10 @@ from typing import Any
 
 from harness.checkpoints import CheckpointRef, RegistryRef, parse_checkpoint
 from harness.errors import DataError, UsageError
-from harness.manifest import now_iso
 from harness.names import NAME_RULE, check_name
 from harness.readers import decode_utf8, read_bytes
-from harness.store import loads_line
+from harness.runs.manifest import now_iso
+from harness.runs.store import loads_line
 
 REGISTRY_FILE = "registry.jsonl"
 TAG_KIND = "tag"  # a line that moves a tag onto an existing entry (e.g. `best`, set by `harness pipeline`)
@@ -56,7 +56,7 @@ def registry_path(runs_root: Path | None = None) -> Path:
     if os.environ.get("HARNESS_REGISTRY"):
         return Path(os.environ["HARNESS_REGISTRY"]).expanduser()
     if runs_root is None:
-        from harness.store import runs_root as default_root
+        from harness.runs.store import runs_root as default_root
 
         runs_root = default_root(None)
     return runs_root / REGISTRY_FILE

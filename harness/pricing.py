@@ -196,9 +196,9 @@ class CostEstimate:
 
 def pending_requests(spec: EvalSpec, api: ApiKind, identity: str) -> list[Request]:
     """The requests `evaluate(spec)` would send: not finished in the run, not in the response cache."""
-    from harness.cache import ResponseCache
     from harness.runner import run_dir_for
-    from harness.store import SAMPLES, SamplesFile
+    from harness.runs.cache import ResponseCache
+    from harness.runs.store import SAMPLES, SamplesFile
 
     loaded = spec.suite.load(spec.data, spec.limit)
     samples_path = run_dir_for(spec) / SAMPLES

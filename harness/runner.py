@@ -18,12 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.cache import ResponseCache
 from harness.checkpoints import CheckpointRef
 from harness.data import DataSource
 from harness.errors import DataError, HarnessError, UsageError
-from harness.manifest import Invocation, Manifest, git_state, now_iso
-from harness.store import (
+from harness.runs.cache import ResponseCache
+from harness.runs.manifest import Invocation, Manifest, git_state, now_iso
+from harness.runs.store import (
     MANIFEST,
     METRICS,
     SAMPLES,
@@ -259,12 +259,12 @@ async def _evaluate_locked(
 
 def _sandbox_runs() -> int:
     # Looked up, not imported: a run that sandboxes nothing never loads the sandbox.
-    timing = sys.modules.get("harness.sandbox_timing")
+    timing = sys.modules.get("suites.sandbox.timing")
     return int(timing.runs_so_far()) if timing is not None else 0
 
 
 def _sandbox_record(runs_before: int) -> dict[str, Any] | None:
-    timing = sys.modules.get("harness.sandbox_timing")
+    timing = sys.modules.get("suites.sandbox.timing")
     return timing.record_since(runs_before) if timing is not None else None
 
 

@@ -22,17 +22,17 @@ from typing import Any, BinaryIO
 
 from harness import __version__
 from harness.errors import DataError, UsageError
-from harness.manifest import Manifest, now_iso
 from harness.names import check_name, is_valid_name
 from harness.readers import MiB, parse_json
-from harness.store import MANIFEST, METRICS, SAMPLES, find_runs, read_json
+from harness.runs.manifest import Manifest, now_iso
+from harness.runs.store import MANIFEST, METRICS, SAMPLES, find_runs, read_json
 from leaderboard.atomic import storage
 from leaderboard.zipcheck import CHUNK, ZIP_ERRORS, ZipProblem, central_directory, read_entry
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_SCHEMA = "harness-leaderboard-bundle"
 BUNDLE_SCHEMA_VERSION = 1
-SUBMISSION_FILE = "submission.json"  # what leaderboard.catalog reads the team from
+SUBMISSION_FILE = "submission.json"  # what harness.runs.catalog reads the team from
 RUN_FILES = (MANIFEST, SAMPLES, METRICS)
 TOLERANCE = 1e-9
 # Limits sized to what real bundles hold (a run's manifest ~2 KB, metrics ~2 KB, samples ~1-3 KB per

@@ -38,6 +38,7 @@ from typing import Any
 
 from harness.errors import MissingExtraError, UsageError
 from harness.names import OWNER_MARKER, remove_owned_folder
+from harness.runs.catalog import Catalog, CheckpointView, RunView, catalog_from_folders
 from leaderboard.atomic import (
     clean_stale,
     marked_by_harness,
@@ -46,7 +47,6 @@ from leaderboard.atomic import (
     swap_in,
     work_folder,
 )
-from leaderboard.catalog import Catalog, CheckpointView, RunView, catalog_from_folders
 from leaderboard.site_data import build_index, checkpoint_page, load_references, run_page
 from leaderboard.site_samples import RunSamples, read_run_samples
 

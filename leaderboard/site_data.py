@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import DataError
-from leaderboard.catalog import Catalog, CheckpointView, RunView, average, primary_value
+from harness.runs.catalog import Catalog, CheckpointView, RunView, average, primary_value
 
 REFERENCE_FILE = Path(__file__).resolve().parent / "reference_scores.json"
 

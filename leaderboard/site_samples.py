@@ -16,8 +16,8 @@ from typing import Any
 
 from harness.errors import DataError
 from harness.readers import parse_json
-from harness.store import SAMPLES
-from leaderboard.catalog import RunView
+from harness.runs.catalog import RunView
+from harness.runs.store import SAMPLES
 
 PER_SAMPLE_OF = {"safety_score": "safe_outcome"}  # aggregate metric -> per-sample value it averages
 STRATUM_OF = {"safety_score": "subset"}  # metric that is a mean of per-stratum means -> stratum field

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import UsageError
-from harness.manifest import now_iso
 from harness.names import remove_owned_folder
+from harness.runs.manifest import now_iso
 from leaderboard.atomic import (
     clean_stale,
     folder_lock,

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import DataError, UsageError
-from harness.manifest import Manifest
 from harness.readers import MiB, parse_json
-from harness.store import MANIFEST, METRICS, SAMPLES, SampleRecord
+from harness.runs.manifest import Manifest
+from harness.runs.store import MANIFEST, METRICS, SAMPLES, SampleRecord
 from harness.suite import Suite
 from harness.types import Completion, Sample, Score
 from leaderboard.bundle import BUNDLE_FILE, REMAKE_HINT, TOLERANCE, reject

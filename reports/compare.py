@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.paired import (
+from harness.gate.paired import (
     McNemar,
     PairedDelta,
     holm,
@@ -31,9 +31,9 @@ from harness.paired import (
     paired_bootstrap,
     sign_flip_test,
 )
+from harness.runs.catalog import Catalog, CheckpointView, RunView
+from harness.runs.store import SampleRecord
 from harness.stats import json_number
-from harness.store import SampleRecord
-from leaderboard.catalog import Catalog, CheckpointView, RunView
 
 # Primary metrics that are aggregates of another per-sample value: metric -> (score key, stratum key).
 PER_SAMPLE_KEYS: Mapping[str, tuple[str, str | None]] = {"safety_score": ("safe_outcome", "subset")}

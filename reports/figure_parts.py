@@ -6,8 +6,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from harness.runs.catalog import Catalog, CheckpointView, Metric, RunView
 from harness.stats import json_number
-from leaderboard.catalog import Catalog, CheckpointView, Metric, RunView
 
 Figure = dict[str, Any]
 SAFETY_SUITE = "safety"

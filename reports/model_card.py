@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import DataError
-from leaderboard.catalog import CheckpointView, RunView
+from harness.runs.catalog import CheckpointView, RunView
 
 PLACEHOLDER = "NOT PROVIDED: fill this in (registry entry details or --card FILE)"
 REQUIRED = (

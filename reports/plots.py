@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from harness.paired import paired_bootstrap
-from leaderboard.catalog import (
+from harness.gate.paired import paired_bootstrap
+from harness.runs.catalog import (
     HELPFULNESS_SUITES,
     Catalog,
     CheckpointView,

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from harness.runs.catalog import Catalog, CheckpointView
 from harness.stats import json_number
-from leaderboard.catalog import Catalog, CheckpointView
 from reports.compare import FlippedExample, SuiteComparison, compare_checkpoints
 
 MAX_CHARS = 2000

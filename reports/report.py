@@ -20,9 +20,9 @@ from typing import Any
 
 from harness import __version__
 from harness.errors import MissingExtraError
-from harness.manifest import now_iso
-from harness.store import SampleRecord
-from leaderboard.catalog import Catalog, CheckpointView, RunView
+from harness.runs.catalog import Catalog, CheckpointView, RunView
+from harness.runs.manifest import now_iso
+from harness.runs.store import SampleRecord
 from reports.model_card import ModelCard, build_card, read_card
 from reports.qualitative import Pair, compare_pair
 from reports.render import render

@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from harness.store import SampleRecord
-from leaderboard.catalog import Catalog, CheckpointView, Metric, RunView
+from harness.runs.catalog import Catalog, CheckpointView, Metric, RunView
+from harness.runs.store import SampleRecord
 
 SAFETY_RATES = (
     ("safety_score", "safety score (higher is safer)"),

@@ -7,7 +7,7 @@ An argument is, in this order:
 - any other checkpoint reference (`embedded`, `replay:F`, `hf:PATH`, ...): matched against the references
   and registry names of the checkpoints that have runs in the runs folder (`--runs`).
 
-Each checkpoint then contributes its chosen run per suite (see leaderboard.catalog). A reference that has
+Each checkpoint then contributes its chosen run per suite (see harness.runs.catalog). A reference that has
 no runs is an error that lists the checkpoints that do.
 """
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UsageError
-from harness.store import MANIFEST
-from leaderboard.catalog import Catalog, CheckpointView, RunView, build_catalog, load_run, load_runs
+from harness.runs.catalog import Catalog, CheckpointView, RunView, build_catalog, load_run, load_runs
+from harness.runs.store import MANIFEST
 
 
 @dataclass(frozen=True)

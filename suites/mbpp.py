@@ -14,12 +14,12 @@ Code extraction (applied to every response): start after the first "[BEGIN]" if 
 the next "[DONE]"; inside that, take the first ```python (or ```py) fenced block, else the first ``` fenced
 block of any language, else the text itself; an unclosed fence runs to the end.
 
-Execution: only in the sandbox (`harness.sandbox`): the extracted program runs in the solution's process
+Execution: only in the sandbox (`suites.sandbox`): the extracted program runs in the solution's process
 with the task's `test_imports` before it and `test_setup_code` after it; the `test_list` asserts
 (`challenge_test_list` is not used, as in the paper) run in a separate trusted process that calls the
 program's functions over a plain-data channel; a program passes only if every assert held there.
 Limits: 10 s wall, 5 s CPU, 1 GiB address space, 16 MiB per file, 16 processes, on the reference machine;
-scaled to this machine's measured speed and load (`harness.sandbox_timing`, recorded in the manifest).
+scaled to this machine's measured speed and load (`suites.sandbox.timing`, recorded in the manifest).
 
 Metrics: pass@1 (primary). With n > 1 samples per task (temperature > 0), pass@k for k in
 1, 2, 5, 10, 20, 50, 100 up to n, each per task by the unbiased estimator of Chen et al. (2021),
@@ -40,8 +40,6 @@ from typing import Any
 
 from harness.data import DataSource, load_hub_rows, read_jsonl, rows_hash
 from harness.errors import DataError
-from harness.sandbox import Job, Limits, ProgramResult
-from harness.sandbox_timing import run_calibrated
 from harness.suite import LoadedData, mean_metrics
 from harness.types import (
     ApiKind,
@@ -53,6 +51,8 @@ from harness.types import (
     Sample,
     Score,
 )
+from suites.sandbox import Job, Limits, ProgramResult
+from suites.sandbox.timing import run_calibrated
 
 HUB_REPO = "google-research-datasets/mbpp"
 HUB_REVISION = "4bb6404fdc6cacfda99d4ac4205087b89d32030c"

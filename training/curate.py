@@ -143,7 +143,7 @@ class Curation:
 
 def rate_run(suite: PromptSuite, run_dir: Path, k: int, band: Band) -> Curation:
     """Each prompt's pass rate, from the finished run's samples.jsonl, in the prompts' order."""
-    from harness.store import SAMPLES, SamplesFile
+    from harness.runs.store import SAMPLES, SamplesFile
 
     records = {r.id: r for r in SamplesFile(run_dir / SAMPLES).load(repair=False).records}
     rated = []

@@ -83,8 +83,8 @@ def check_start(start: StartPoint) -> None:
     """Fail fast on a start point the local backend cannot train from (no export, no model load)."""
     from adapters import require_extra
     from adapters.hf import resolve_lora_dir, resolve_model_dir
+    from adapters.hf_export import has_chat_template
     from adapters.llama_cpp import embedded_gguf_path, resolve_gguf
-    from harness.export_hf import has_chat_template
 
     ref = parse_checkpoint(start.reference)
     if isinstance(ref, EmbeddedRef | GgufRef):
@@ -111,7 +111,7 @@ def _export_name(gguf: Path, fingerprint: str) -> str:
 
 
 def _export_matches(folder: Path, fingerprint: str) -> bool:
-    from harness.export_hf import EXPORT_RECORD
+    from adapters.hf_export import EXPORT_RECORD
 
     record_path = folder / EXPORT_RECORD
     if not record_path.is_file() or not any(folder.glob("*.safetensors")):
@@ -125,7 +125,7 @@ def _export_matches(folder: Path, fingerprint: str) -> bool:
 
 def _remove_stale_export(target: Path) -> None:
     """Replace an export of other weights, but only a folder that export_gguf wrote (its record inside)."""
-    from harness.export_hf import EXPORT_RECORD
+    from adapters.hf_export import EXPORT_RECORD
 
     if target.is_symlink() or not (target / EXPORT_RECORD).is_file():
         raise UsageError(
@@ -138,7 +138,7 @@ def _remove_stale_export(target: Path) -> None:
 def exported_base(gguf: Path, cache_dir: Path) -> Path:
     """The GGUF's transformers export in cache_dir, made once; a second stage (or a rerun) reuses it."""
     from adapters.common import file_fingerprint
-    from harness.export_hf import export_gguf
+    from adapters.hf_export import export_gguf
 
     fingerprint = file_fingerprint(gguf)
     target = cache_dir / _export_name(gguf, fingerprint)

@@ -40,7 +40,7 @@ from harness.lineage import (
     registry_path,
 )
 from harness.names import check_name, claim_folder, owns
-from harness.store import write_json_atomic
+from harness.runs.store import write_json_atomic
 from training.config import BACKENDS, STAGES, Backend, Stage, TrainRequest, parse_stage_config, read_yaml
 from training.schema import build, doc, to_record
 

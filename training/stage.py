@@ -37,7 +37,7 @@ from harness.lineage import (
     resolve_checkpoint,
 )
 from harness.names import claim_folder, is_valid_name, owns, remove_owned_folder
-from harness.store import write_json_atomic
+from harness.runs.store import write_json_atomic
 from training.backend import TRAIN_LOG, StartPoint, StepLog, TrainResult, get_backend
 from training.config import TrainRequest
 from training.data_checks import StageData, load_stage_data
@@ -316,7 +316,7 @@ def gate_against_parent(entry: CheckpointEntry, request: TrainRequest, root: Pat
     verdict = str(payload["overall"])
     _say(quiet, f"gate {parent.name} -> {entry.name}: {verdict} (exit {code})")
     if not quiet:
-        from harness.gate_report import render_table
+        from harness.gate.report import render_table
 
         print(render_table(payload), file=sys.stderr)
     return verdict, code, None

@@ -76,7 +76,7 @@ def open_checkpoint(raw_ref: str, options: Mapping[str, Any], what: str) -> Open
     fails here, before the peer harness loads any task."""
     from adapters import AdapterOptions, create_adapter
     from harness.lineage import resolve_checkpoint
-    from harness.store import runs_root
+    from harness.runs.store import runs_root
 
     kwargs, runs_dir = split_options(options, what)
     known = {f.name for f in fields(AdapterOptions)}

@@ -56,7 +56,7 @@ def _shared_flags(parser: argparse.ArgumentParser) -> None:
 
 def _registry(args: argparse.Namespace) -> Any:
     from harness.lineage import CheckpointRegistry, registry_path
-    from harness.store import runs_root
+    from harness.runs.store import runs_root
 
     return CheckpointRegistry(registry_path(runs_root(args.out)))
 

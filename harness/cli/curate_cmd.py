@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.data import resolve_data_source
     from harness.lineage import resolve_checkpoint
     from harness.runner import EvalOutcome, EvalSpec, evaluate
-    from harness.store import runs_root
+    from harness.runs.store import runs_root
     from training.curate import Band, curate_settings, load_prompt_set, rate_run, write_curated_pool
 
     band = Band(args.band[0], args.band[1])

@@ -32,7 +32,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.cli import _version_text
     from harness.data import DATA_DIR_ENV
-    from harness.store import RUNS_DIR_ENV, runs_root
+    from harness.runs.store import RUNS_DIR_ENV, runs_root
 
     print(_version_text())
     print(f"python {sys.version.split()[0]} at {sys.executable}")
@@ -61,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
 def sandbox_report() -> bool:
     """Run one small program through the MBPP sandbox as scoring would; print what it applied."""
-    from harness.sandbox import check_program
-    from harness.sandbox_timing import calibration
     from suites.mbpp import LIMITS
+    from suites.sandbox import check_program
+    from suites.sandbox.timing import calibration
 
     measured = calibration()
     limits = measured.scale(LIMITS)

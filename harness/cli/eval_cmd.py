@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.data import resolve_data_source
     from harness.lineage import resolve_checkpoint
     from harness.runner import EvalOutcome, EvalSpec, evaluate
-    from harness.store import runs_root
+    from harness.runs.store import runs_root
     from harness.suite import SuiteOptions
     from suites import default_suites, get_suite
 

@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from adapters import require_extra
 
     require_extra("transformers", "hf", "harness export-hf")
+    from adapters.hf_export import export_gguf
     from adapters.llama_cpp import embedded_gguf_path, resolve_gguf
-    from harness.export_hf import export_gguf
 
     gguf_path = embedded_gguf_path() if isinstance(ref, EmbeddedRef) else resolve_gguf(ref.path)
     result = export_gguf(gguf_path, Path(args.out_dir).expanduser().resolve(), force=args.force)

@@ -1,5 +1,5 @@
 """`harness gate --baseline REF --candidate REF`: did the candidate regress? PASS, FAIL or INCONCLUSIVE per
-suite and overall, from paired per-sample statistics (harness/gate.py), under a policy (harness/gate_policy.py).
+suite and overall, from paired per-sample statistics (harness/gate/verdicts.py), under a policy (harness/gate/policy.py).
 
 REF: a run folder (or a unique part of its path under the runs folder), a checkpoint reference, or a
 registry tag such as sft:latest (its runs are looked up in the runs folder). Exit codes: 0 PASS, 10 FAIL,
@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from harness.errors import DataError, UsageError
-from harness.gate import MarginTest, SuiteResult, Verdict
+from harness.gate.verdicts import MarginTest, SuiteResult, Verdict
 
 if TYPE_CHECKING:
-    from harness.gate_policy import GatePolicy
-    from leaderboard.catalog import RunView
+    from harness.gate.policy import GatePolicy
+    from harness.runs.catalog import RunView
 
 
 def register(commands: Any) -> None:
@@ -65,8 +65,8 @@ def _rank(run: RunView) -> tuple[bool, int, str]:
 def resolve_side(text: str, root: Path) -> Side:
     from harness.checkpoints import parse_checkpoint, redact_reference
     from harness.lineage import resolve_checkpoint
-    from harness.store import MANIFEST, resolve_run
-    from leaderboard.catalog import load_run, load_runs
+    from harness.runs.catalog import load_run, load_runs
+    from harness.runs.store import MANIFEST, resolve_run
 
     direct = Path(text).expanduser()
     if not (direct / MANIFEST).is_file():
@@ -160,8 +160,8 @@ def run_eval(argv: list[str], data_dir: str | None) -> None:
 
 def gate_suite(suite: str, base_run: RunView, cand_run: RunView, policy: GatePolicy) -> SuiteResult:
     """Per-metric statistics of one suite (Holm and verdicts come later), or why it cannot be gated."""
-    from harness.gate import gate_metric
-    from harness.gate_policy import PRIMARY
+    from harness.gate.policy import PRIMARY
+    from harness.gate.verdicts import gate_metric
     from reports.compare import score_key
 
     sp = policy.for_suite(suite)
@@ -288,10 +288,10 @@ def collect(args: argparse.Namespace, policy: GatePolicy, root: Path) -> tuple[S
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from harness.gate import apply_holm, combine, exit_code, suite_verdicts
-    from harness.gate_policy import load_policy
-    from harness.gate_report import markdown, render_table, to_json
-    from harness.store import runs_root
+    from harness.gate.policy import load_policy
+    from harness.gate.report import markdown, render_table, to_json
+    from harness.gate.verdicts import apply_holm, combine, exit_code, suite_verdicts
+    from harness.runs.store import runs_root
 
     policy = load_policy(args.policy)
     root = runs_root(args.runs)

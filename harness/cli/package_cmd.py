@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from harness.checkpoints import redact_reference
     from harness.errors import UsageError
-    from harness.store import runs_root
+    from harness.runs.store import runs_root
     from training.package import KAGGLE_BASE_MODEL, KAGGLE_MAX_RANK, package_kaggle
 
     if not args.kaggle:

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from harness.data import resolve_data_source
-    from harness.store import runs_root
+    from harness.runs.store import runs_root
     from harness.table import render
     from training.pipeline import run_pipeline
 

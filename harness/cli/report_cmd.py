@@ -51,7 +51,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.store import runs_root
+    from harness.runs.store import runs_root
     from reports.report import build_report
 
     summary = build_report(args.targets, args.out, runs_root(args.runs), args.card, args.examples)

@@ -33,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
     from harness.data import resolve_data_source
     from harness.errors import DataError
-    from harness.manifest import Invocation, Manifest, now_iso
     from harness.runner import metrics_of, write_metrics
-    from harness.store import (
+    from harness.runs.manifest import Invocation, Manifest, now_iso
+    from harness.runs.store import (
         MANIFEST,
         SAMPLES,
         RunLock,

@@ -13,8 +13,8 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.manifest import Manifest
-    from harness.store import (
+    from harness.runs.manifest import Manifest
+    from harness.runs.store import (
         MANIFEST,
         METRICS,
         SAMPLES,

@@ -31,8 +31,8 @@ def _pct(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.manifest import Manifest
-    from harness.store import (
+    from harness.runs.manifest import Manifest
+    from harness.runs.store import (
         MANIFEST,
         METRICS,
         SAMPLES,

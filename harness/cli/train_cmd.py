@@ -86,7 +86,7 @@ def report(request: Any, args: argparse.Namespace, base_dir: Any) -> int:
     import json
 
     from harness.data import resolve_data_source
-    from harness.store import runs_root
+    from harness.runs.store import runs_root
     from training.stage import run_stage
 
     outcome = run_stage(

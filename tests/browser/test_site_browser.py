@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from leaderboard.catalog import checkpoint_id
+from harness.runs.catalog import checkpoint_id
 from tests.browser.conftest import WatchedPage
 from tests.conftest import ROOT, harness
 from tests.support.synthetic_runs import HOSTILE_RESPONSES, BuiltSite, SyntheticCheckpoint

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from harness.data import DataSource
-from harness.store import SampleRecord
+from harness.runs.store import SampleRecord
 from suites.mbpp import MBPP
 from tests.conftest import cli_env, eval_json, harness
 from tests.support.reward_hacks import GENERIC, HACKS, adapt, task_function

@@ -3,7 +3,7 @@
 The harness runs under a CPU quota (a cgroup, or pinned spinners where cgroups are not writable,
 tests/support/cpu_quota.py), as on a busy shared host. The slowest gold MBPP program (task 123, about
 4 s of CPU on the reference machine) then needs about 16 s of wall time: the pinned 10 s wall limit
-kills it (the control), and the calibrated limits (`harness.sandbox_timing`) let it pass.
+kills it (the control), and the calibrated limits (`suites.sandbox.timing`) let it pass.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ TASKS = ("mbpp-11", "mbpp-123", "mbpp-325")
 
 SCRIPT = """
 import json, sys
-from harness import sandbox_timing
+from suites.sandbox import timing as sandbox_timing
 from harness.data import resolve_data_source
-from harness.sandbox import run_jobs
+from suites.sandbox import run_jobs
 from suites.mbpp import LIMITS, MBPP
 suite = MBPP()
 samples = [s for s in suite.load(resolve_data_source(sys.argv[1]), None).samples if s.id in sys.argv[3].split(",")]

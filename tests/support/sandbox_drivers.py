@@ -1,7 +1,7 @@
 """Run the sandbox from a separate "harness" process, as root or as an unprivileged user, and watch its tree.
 
 The sandbox's root and non-root paths differ (uid drop vs. a user namespace), so tests that kill a harness
-or read its /proc entries start a small Python process that imports `harness.sandbox`, either as root or,
+or read its /proc entries start a small Python process that imports `suites.sandbox`, either as root or,
 when the tests run as root, as `nobody` (with an interpreter that user can reach: the project's venv may
 live under a 0700 /root).
 """
@@ -26,13 +26,13 @@ USERS = ["root", "unprivileged"]
 
 @functools.cache
 def _python_for_nobody() -> str | None:
-    """An interpreter that `nobody` can run and that imports harness.sandbox, or None."""
+    """An interpreter that `nobody` can run and that imports suites.sandbox, or None."""
     for candidate in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
         if not os.path.exists(candidate):
             continue
         try:
             probe = subprocess.run(
-                [candidate, "-c", "import harness.sandbox"], cwd=ROOT, env=driver_env(), capture_output=True,
+                [candidate, "-c", "import suites.sandbox"], cwd=ROOT, env=driver_env(), capture_output=True,
                 timeout=60, user=NOBODY, group=NOBODY, extra_groups=[],
             )  # fmt: skip
         except OSError:  # e.g. the venv's interpreter under a 0700 /root
@@ -56,7 +56,7 @@ def driver(user: str) -> tuple[str, dict[str, Any]]:
         return sys.executable, {}  # already unprivileged
     python = _python_for_nobody()
     if python is None:
-        pytest.skip("no interpreter that the user nobody can run imports harness.sandbox here")
+        pytest.skip("no interpreter that the user nobody can run imports suites.sandbox here")
     return python, {"user": NOBODY, "group": NOBODY, "extra_groups": []}
 
 

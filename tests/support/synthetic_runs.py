@@ -1,8 +1,8 @@
 """Synthetic runs folders for leaderboard tests: the same files a real `harness eval` writes, fast.
 
 Each checkpoint gets one run per suite under `<root>/<team>/<checkpoint-slug>/<suite>@<version>/<hash>/`
-with `manifest.json` (harness.manifest.Manifest.to_record, a registry entry as `lineage`),
-`samples.jsonl` (harness.store.SampleRecord.to_line, per-sample `scores`/`extracted` keyed exactly as
+with `manifest.json` (harness.runs.manifest.Manifest.to_record, a registry entry as `lineage`),
+`samples.jsonl` (harness.runs.store.SampleRecord.to_line, per-sample `scores`/`extracted` keyed exactly as
 the real scorers key them) and `metrics.json` (harness.runner.write_metrics over the real suite's
 `metrics()`). Each team's folder holds `submission.json`, as `harness leaderboard submit` leaves it.
 
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.lineage import CheckpointEntry
-from harness.manifest import Invocation, Manifest
 from harness.runner import settings_hash, write_metrics
-from harness.store import MANIFEST, METRICS, SAMPLES, SampleRecord
+from harness.runs.manifest import Invocation, Manifest
+from harness.runs.store import MANIFEST, METRICS, SAMPLES, SampleRecord
 from harness.suite import Suite, SuiteOptions
 from harness.types import Completion, Score
 from suites import get_suite

@@ -1,4 +1,4 @@
-"""leaderboard.catalog: runs grouped into checkpoints, one run per suite, comparable columns, team and lineage."""
+"""harness.runs.catalog: runs grouped into checkpoints, one run per suite, comparable columns, team and lineage."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.data import DataSource
-from leaderboard.catalog import average, catalog_from_folders, primary_value
+from harness.runs.catalog import average, catalog_from_folders, primary_value
 from suites import get_suite
 from tests.conftest import cli_env, eval_json, harness
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.data import DataSource
-from leaderboard.catalog import Catalog, CheckpointView, catalog_from_folders
+from harness.runs.catalog import Catalog, CheckpointView, catalog_from_folders
 from reports.compare import compare_checkpoints
 from suites import get_suite
 from suites.safety import CANNED_COMPLIANCE, CANNED_REFUSAL

@@ -26,7 +26,7 @@ from harness.checkpoints import RegistryRef, parse_checkpoint
 from harness.data import DataSource
 from harness.errors import HarnessError
 from harness.runner import EvalSpec, evaluate
-from harness.store import MANIFEST, METRICS, SAMPLES, SamplesFile
+from harness.runs.store import MANIFEST, METRICS, SAMPLES, SamplesFile
 from suites.gsm8k import GSM8K
 
 SEED = 15
@@ -174,7 +174,7 @@ def cli(argv: list[str]) -> Callable[[], object]:
 
 
 def _gate_reader(run_dir: Path) -> object:
-    from leaderboard.catalog import load_run
+    from harness.runs.catalog import load_run
 
     return load_run(run_dir).samples()
 
@@ -214,7 +214,7 @@ def test_run_files(target: str, template: Path, data_dir: Path, tmp_path: Path) 
 
 
 def test_response_cache(template: Path, tmp_path: Path) -> None:
-    from harness.cache import ResponseCache
+    from harness.runs.cache import ResponseCache
 
     rng = random.Random(f"{SEED}-cache")
     source = template.parents[2] / ".cache" / "responses.sqlite"
@@ -282,7 +282,7 @@ def test_registry(tmp_path: Path) -> None:
 
 
 def test_gate_policy(tmp_path: Path) -> None:
-    from harness.gate_policy import load_policy
+    from harness.gate.policy import load_policy
 
     rng = random.Random(f"{SEED}-policy")
     record = {"alpha": 0.05, "min_samples": 20, "defaults": {"allowed_drop": 1.0, "gate": ["primary"]},
@@ -351,9 +351,9 @@ def test_an_integer_too_long_to_convert_is_a_data_error(reader: str, template: P
 def test_an_integer_too_long_to_convert_in_the_shared_readers(
     reader: str, template: Path, tmp_path: Path
 ) -> None:
-    from harness.gate_policy import load_policy
-    from harness.manifest import Manifest
-    from harness.store import read_json
+    from harness.gate.policy import load_policy
+    from harness.runs.manifest import Manifest
+    from harness.runs.store import read_json
     from training.config import load_stage_config
 
     path = tmp_path / "file"

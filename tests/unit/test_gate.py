@@ -12,7 +12,8 @@ import pytest
 
 from harness.cli import main
 from harness.errors import UsageError
-from harness.gate import (
+from harness.gate.policy import build_policy, load_policy
+from harness.gate.verdicts import (
     apply_holm,
     binary_drop_test,
     binom_sf,
@@ -22,10 +23,9 @@ from harness.gate import (
     minimum_detectable_effect,
     simulate_gate,
 )
-from harness.gate_policy import build_policy, load_policy
-from harness.manifest import Manifest
 from harness.runner import settings_hash, write_metrics
-from harness.store import MANIFEST, SAMPLES, SampleRecord
+from harness.runs.manifest import Manifest
+from harness.runs.store import MANIFEST, SAMPLES, SampleRecord
 from harness.types import Completion, GenerationSettings, Score
 from suites import get_suite
 

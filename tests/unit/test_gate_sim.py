@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-from harness.gate import MarginTest, simulate_gate
+from harness.gate.verdicts import MarginTest, simulate_gate
 
 GATES = 1000
 ALPHA = 0.05

@@ -19,9 +19,9 @@ pytest.importorskip("transformers", reason="the hf extra is not installed")
 from adapters import AdapterOptions
 from adapters.common import truncate_at_stop
 from adapters.hf import HfAdapter, create_hf_adapter
+from adapters.hf_export import prepare_out_dir
 from harness.checkpoints import HfRef, parse_checkpoint
 from harness.errors import UsageError
-from harness.export_hf import prepare_out_dir
 from harness.types import Completion, GenerationSettings, Message, Request
 from tests.conftest import harness
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import DataError, ExitCode
+from harness.runs.catalog import catalog_from_folders
 from leaderboard.bundle import write_bundle
-from leaderboard.catalog import catalog_from_folders
 from leaderboard.site import build_site
 from leaderboard.submissions import accepted_roots
 from tests.conftest import ROOT, cli_env, harness, harness_popen

@@ -373,7 +373,7 @@ def test_start_points_without_local_weights_are_refused(reference: str, tmp_path
 def test_embedded_export_is_made_once_and_reused(
     exported_hf_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import harness.export_hf
+    import adapters.hf_export
     from adapters.common import file_fingerprint
     from adapters.llama_cpp import embedded_gguf_path
     from training.local_model import _export_name, prepare_base
@@ -390,7 +390,7 @@ def test_embedded_export_is_made_once_and_reused(
     def no_export(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a matching export was made again")
 
-    monkeypatch.setattr(harness.export_hf, "export_gguf", no_export)
+    monkeypatch.setattr(adapters.hf_export, "export_gguf", no_export)
     start = StartPoint("embedded", None, "smollm2-135m")
     assert prepare_base(start, tmp_path).base_dir == target.resolve()
 
@@ -404,7 +404,7 @@ def test_embedded_export_is_made_once_and_reused(
         (out_dir / "model.safetensors").write_bytes(b"")
         (out_dir / "harness_export.json").write_text(json.dumps(record))
 
-    monkeypatch.setattr(harness.export_hf, "export_gguf", fake_export)
+    monkeypatch.setattr(adapters.hf_export, "export_gguf", fake_export)
     assert prepare_base(start, tmp_path).base_dir == target.resolve()
     assert calls == [gguf] and json.loads((target / "harness_export.json").read_text()) == record
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no staging folder left
@@ -432,8 +432,8 @@ def test_exported_base_never_replaces_a_folder_it_did_not_write(
     import shutil
 
     from adapters.common import file_fingerprint
+    from adapters.hf_export import EXPORT_RECORD
     from harness.errors import UsageError
-    from harness.export_hf import EXPORT_RECORD
     from training import local_model
 
     gguf = tmp_path / "m.gguf"
@@ -444,7 +444,7 @@ def test_exported_base_never_replaces_a_folder_it_did_not_write(
         (out / EXPORT_RECORD).write_text(json.dumps({"source_fingerprint": file_fingerprint(source)}))
         (out / "model.safetensors").write_bytes(b"weights")
 
-    monkeypatch.setattr("harness.export_hf.export_gguf", fake_export)
+    monkeypatch.setattr("adapters.hf_export.export_gguf", fake_export)
     cache = tmp_path / "_base"
     cache.mkdir()
     target = cache / local_model._export_name(gguf, file_fingerprint(gguf))

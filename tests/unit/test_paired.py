@@ -1,4 +1,4 @@
-"""harness.paired against hand computations, scipy (when installed) and brute-force index resampling."""
+"""harness.gate.paired against hand computations, scipy (when installed) and brute-force index resampling."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from harness.paired import (
+from harness.gate.paired import (
     binomial_variate,
     holm,
     mcnemar_exact,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from leaderboard.catalog import Catalog, CheckpointView, Metric, build_catalog, catalog_from_folders
+from harness.runs.catalog import Catalog, CheckpointView, Metric, build_catalog, catalog_from_folders
 from reports.plots import FIGURE_KEYS, MAX_ARROWS, site_figures
 from tests.unit.test_compare import ClassRuns, make_class_runs
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.cache import ResponseCache
 from harness.checkpoints import parse_checkpoint
 from harness.data import resolve_data_source
 from harness.errors import ExitCode, UsageError
@@ -26,7 +25,8 @@ from harness.pricing import (
     with_estimates,
 )
 from harness.runner import EvalSpec, record_for, run_dir_for
-from harness.store import SAMPLES, SamplesFile
+from harness.runs.cache import ResponseCache
+from harness.runs.store import SAMPLES, SamplesFile
 from harness.suite import SuiteOptions
 from harness.types import ApiKind, Completion, Request, Score
 from suites import get_suite

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import SampleRecord
+from harness.runs.store import SampleRecord
 from harness.types import Completion
 from tests.conftest import cli_env, eval_json, harness
 
@@ -205,7 +205,7 @@ def test_reference_without_runs_lists_what_exists(setup: Setup, tmp_path: Path) 
 
 
 def test_registry_details_take_precedence_over_the_card_file(setup: Setup) -> None:
-    from leaderboard.catalog import catalog_from_folders
+    from harness.runs.catalog import catalog_from_folders
     from reports.model_card import PLACEHOLDER, build_card
 
     catalog = catalog_from_folders([setup.runs])

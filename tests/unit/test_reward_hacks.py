@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from harness.data import DataSource
-from harness.sandbox import MARKER, Job, Limits, ProgramResult, run_jobs
-from harness.sandbox_cleanup import pids_of_uid
 from harness.types import Completion, Sample
 from suites.mbpp import MBPP
+from suites.sandbox import MARKER, Job, Limits, ProgramResult, run_jobs
+from suites.sandbox.cleanup import pids_of_uid
 from tests.support.reward_hacks import (
     ESCAPES,
     FAMILIES,

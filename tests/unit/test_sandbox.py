@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.sandbox import MARKER, Job, Limits, ProgramResult, check_program, run_job, run_jobs
+from suites.sandbox import MARKER, Job, Limits, ProgramResult, check_program, run_job, run_jobs
 from tests.conftest import ROOT
 from tests.support import hostile_programs as hp
 
@@ -269,7 +269,7 @@ def test_an_interpreter_living_under_tmp_still_runs(tmp_path: Path) -> None:
     try:
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
         code = (
-            "from harness.sandbox import check_program\n"
+            "from suites.sandbox import check_program\n"
             "r = check_program('def f(x):\\n    return x + 1\\n', 'assert f(1) == 2\\n')\n"
             "print(r.status, r.privileges_dropped, r.notes)\n"
         )

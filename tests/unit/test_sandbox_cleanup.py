@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import sandbox_cleanup as cleanup
 from harness.names import claim_folder
-from harness.sandbox import MARKER, UID_RANGE, Limits, check_program
+from suites.sandbox import MARKER, UID_RANGE, Limits, check_program, cleanup
 from tests.conftest import ROOT
 from tests.support import hostile_programs as hp
 from tests.support.sandbox_drivers import (
@@ -42,7 +41,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 
 RUN_ONE = """
 import sys
-from harness.sandbox import Limits, check_program
+from suites.sandbox import Limits, check_program
 r = check_program(sys.argv[1], "assert True", limits=Limits(wall_s=120, cpu_s=60))
 print(r.status, r.processes_hidden, r.notes)
 """

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 
 DRIVER = """
 import json, os, subprocess, sys
-from harness.sandbox import Limits, check_program
+from suites.sandbox import Limits, check_program
 from tests.support.hostile_programs import proc_snooper
 own_mount_ns = os.readlink("/proc/self/ns/mnt")
 if sys.argv[1] == "plain-child":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from harness.sandbox import Limits, check_program
+from suites.sandbox import Limits, check_program
 
 FAST = Limits(wall_s=8.0, cpu_s=4)
 

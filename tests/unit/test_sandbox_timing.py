@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from adapters import create_adapter
-from harness import sandbox_timing
 from harness.checkpoints import parse_checkpoint
 from harness.data import DataSource
 from harness.runner import EvalSpec, evaluate
-from harness.sandbox import Job, Limits
-from harness.sandbox_timing import Calibration, run_calibrated
 from suites.mbpp import LIMITS, MBPP
+from suites.sandbox import Job, Limits
+from suites.sandbox import timing as sandbox_timing
+from suites.sandbox.timing import Calibration, run_calibrated
 
 BASE = Limits(wall_s=10.0, cpu_s=5)
 # About 2.2 s of CPU here (up to ~4 s when a busy machine shares its cores): over 1 s, under 5 s.

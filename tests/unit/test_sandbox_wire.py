@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from harness.sandbox_plan import bound_names, module_names, plan_tests, solution_names
-from harness.sandbox_trusted import Channel, run_tests
-from harness.sandbox_wire import (
+from suites.sandbox.plan import bound_names, module_names, plan_tests, solution_names
+from suites.sandbox.trusted import Channel, run_tests
+from suites.sandbox.wire import (
     MAX_DEPTH,
     MAX_FRAME,
     CodecError,
@@ -186,7 +186,7 @@ def test_names_the_tests_call_in_the_solution() -> None:
 
 
 def _job(tests: str, prelude: str = "", setup: str = "") -> dict[str, Any]:
-    """The trusted side's payload, as `harness.sandbox` builds it."""
+    """The trusted side's payload, as `suites.sandbox` builds it."""
     plan = plan_tests(tests, prelude, setup, ())
     return {"prelude": prelude, "tests": tests, "solution": plan.solution, "modules": plan.modules,
             "refs": plan.refs, "plan_error": plan.error}  # fmt: skip

@@ -20,7 +20,7 @@ import pytest
 from harness.data import DataSource
 from harness.errors import ExitCode
 from harness.runner import metrics_of
-from harness.store import SampleRecord
+from harness.runs.store import SampleRecord
 from harness.types import Completion
 from leaderboard.submissions import accepted_roots
 from suites import get_suite

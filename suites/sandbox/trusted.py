@@ -1,11 +1,11 @@
 """The trusted side of a sandboxed run: it holds the tests and decides pass or fail.
 
-Source text for the sandbox's trusted process (see `harness.sandbox_child`), which executes it after
-`harness.sandbox_wire` in a fresh interpreter; standard library only. No untrusted code ever runs in this
+Source text for the sandbox's trusted process (see `suites.sandbox.child`), which executes it after
+`suites.sandbox.wire` in a fresh interpreter; standard library only. No untrusted code ever runs in this
 process: the solution lives in another process (another uid as root, no capabilities otherwise) and is
-reached only through `Channel`, which carries plain data (see `harness.sandbox_wire`).
+reached only through `Channel`, which carries plain data (see `suites.sandbox.wire`).
 
-How a test list runs here (the names come worked out by `harness.sandbox_plan`, so this process imports
+How a test list runs here (the names come worked out by `suites.sandbox.plan`, so this process imports
 little: each sandboxed run starts a fresh one): the test imports run in a fresh namespace with this
 process's pristine builtins; each name the task's setup code binds becomes a `Ref` (the setup runs on the
 solution side, after the program, since it may use the program's classes); every other name the tests
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import builtins
 
-from harness.sandbox_wire import (
+from suites.sandbox.wire import (
     MAX_TEXT,
     CodecError,
     Ref,

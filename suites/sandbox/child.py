@@ -1,7 +1,7 @@
-"""The processes that `harness.sandbox` starts as `python -I -B -c CHILD_SOURCE CONFIG MARKER`.
+"""The processes that `suites.sandbox` starts as `python -I -B -c CHILD_SOURCE CONFIG MARKER`.
 
 It is source text, not an imported module: it runs in a fresh interpreter that imports nothing of the
-harness from disk (`harness.sandbox_wire` and `harness.sandbox_trusted` arrive compiled, in the inherited
+harness from disk (`suites.sandbox.wire` and `suites.sandbox.trusted` arrive compiled, in the inherited
 `CodeFile`, and are executed as modules there). argv[1] is its JSON config (no secrets in it).
 
 The process tree of one run (when a PID namespace is available, i.e. as root, or through a user namespace):
@@ -14,7 +14,7 @@ The process tree of one run (when a PID namespace is available, i.e. as root, or
 - The tests and the solution never share a process. P reads the tests (from their own inherited file)
   only after forking, so G's memory never held them; G gets the program, the test imports and the setup
   code from another file. P evaluates every assertion and calls the solution only through two pipes that
-  carry plain data (`harness.sandbox_wire`); the verdict goes to the harness on a pipe G never had.
+  carry plain data (`suites.sandbox.wire`); the verdict goes to the harness on a pipe G never had.
   There is no secret to steal: nothing G can print, write or exit with makes a pass.
 - P gets PR_SET_PDEATHSIG(SIGKILL) first thing: it dies with the harness thread that started it (run_job
   blocks in that thread until P is reaped, so the thread never exits early). P never changes credentials,
@@ -45,7 +45,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-MODULES = ("harness.sandbox_wire", "harness.sandbox_trusted")
+MODULES = ("suites.sandbox.wire", "suites.sandbox.trusted")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,9 @@ def code_file() -> CodeFile:
         if not _code:
             here = Path(__file__).resolve().parent
             compiled = {
-                name: compile((here / f"{name.split('.')[1]}.py").read_text("utf-8"), f"<{name}>", "exec")
+                name: compile(
+                    (here / f"{name.rpartition('.')[2]}.py").read_text("utf-8"), f"<{name}>", "exec"
+                )
                 for name in MODULES
             }
             blob = marshal.dumps(compiled)
@@ -274,9 +276,10 @@ def _load(name, cfg):
     import marshal, types
     if not _CODE:
         _CODE.append(marshal.loads(os.pread(cfg["code_fd"], cfg["code_size"], 0)))
-        package = types.ModuleType("harness")
-        package.__path__ = []
-        sys.modules["harness"] = package
+        for parent in ("suites", "suites.sandbox"):  # empty stand-ins: no package code runs here
+            package = types.ModuleType(parent)
+            package.__path__ = []
+            sys.modules[parent] = package
     module = types.ModuleType(name)
     sys.modules[name] = module
     exec(_CODE[0][name], module.__dict__)
@@ -313,7 +316,7 @@ def _trusted(cfg, child, res_r, call_w, reply_r):
     _libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
     try:
         job = _read_fd(cfg["tests_fd"])
-        verdict = _load("harness.sandbox_trusted", cfg).run_tests(job, call_w, reply_r)
+        verdict = _load("suites.sandbox.trusted", cfg).run_tests(job, call_w, reply_r)
         if verdict.pop("gone"):
             why, verdict["signal"] = _why_gone(child, res_r)
             verdict["reason"] += why
@@ -332,7 +335,7 @@ def _trusted(cfg, child, res_r, call_w, reply_r):
 def _solution(cfg, call_r, reply_w):
     # G, after lockdown: from the first line of the program on, everything in this process is untrusted.
     job = _read_fd(cfg["program_fd"])
-    wire = sys.modules["harness.sandbox_wire"]
+    wire = sys.modules["suites.sandbox.wire"]
     del sys.argv[1:]
     ns = {"__name__": "__main__", "__builtins__": builtins}
     try:
@@ -359,7 +362,7 @@ def _main():
     call_r, call_w = os.pipe()  # P -> G: calls
     reply_r, reply_w = os.pipe()  # G -> P: replies
     try:
-        _load("harness.sandbox_wire", cfg)
+        _load("suites.sandbox.wire", cfg)
         _setup(cfg, st)
         cfg["parent"] = os.getpid()
         child, res_r = _spawn(cfg, st, (cfg["tests_fd"], cfg["verdict_fd"], cfg["code_fd"], call_w, reply_r),

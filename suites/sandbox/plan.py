@@ -1,8 +1,8 @@
 """What the trusted test process must know about a test list, worked out in the harness.
 
 The harness has `ast` loaded already; the trusted process of every sandboxed run would pay ~4 ms to
-import it. So the names are found here and travel with the tests (`harness.sandbox` puts them in the
-trusted side's payload; `harness.sandbox_trusted` binds them).
+import it. So the names are found here and travel with the tests (`suites.sandbox` puts them in the
+trusted side's payload; `suites.sandbox.trusted` binds them).
 """
 
 from __future__ import annotations

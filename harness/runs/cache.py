@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from harness.errors import DataError, StorageError
-from harness.store import holds_lone_surrogate
+from harness.runs.store import holds_lone_surrogate
 from harness.types import Completion
 
 CACHE_FILE = Path(".cache") / "responses.sqlite"  # under the runs folder

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import DataError
-from harness.manifest import Manifest
+from harness.runs.manifest import Manifest
 from harness.readers import MiB, read_json_object
-from harness.store import MANIFEST, METRICS, SAMPLES, SampleRecord, SamplesFile, find_runs
+from harness.runs.store import MANIFEST, METRICS, SAMPLES, SampleRecord, SamplesFile, find_runs
 
 SUBMISSION_FILE = "submission.json"
 HELPFULNESS_SUITES = ("ifeval", "gsm8k", "mbpp")  # the "helpfulness" axis of the tradeoff plots

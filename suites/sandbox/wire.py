@@ -1,6 +1,6 @@
 """The channel between the trusted test process and the untrusted solution process: plain data only.
 
-This module is also source text for the sandbox's child processes (`harness.sandbox_child` executes it in
+This module is also source text for the sandbox's child processes (`suites.sandbox.child` executes it in
 a fresh interpreter that imports nothing of the harness), so it uses the standard library only.
 
 Frames: a 4-byte big-endian length, then that many bytes of UTF-8 JSON. A frame over `MAX_FRAME` bytes

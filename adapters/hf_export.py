@@ -202,7 +202,7 @@ def has_chat_template(model_dir: Path) -> bool:
 
 
 def export_gguf(gguf_path: Path, out_dir: Path, force: bool = False) -> ExportResult:
-    from adapters import require_extra
+    from adapters.options import require_extra
 
     for module in ("torch", "transformers", "gguf"):
         require_extra(module, "hf", "harness export-hf")

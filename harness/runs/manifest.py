@@ -59,7 +59,7 @@ class Invocation:
     error: str | None = None
     cost_estimate_usd: float | None = None  # pre-run upper bound (USD) of what this invocation spends
     # The machine measurement that scaled sandbox time limits, when this invocation ran sandboxed code
-    # (`harness.sandbox_timing.record_since`); the pinned limits themselves are in suite_settings.
+    # (`suites.sandbox.timing.record_since`); the pinned limits themselves are in suite_settings.
     sandbox_timing: Mapping[str, Any] | None = None
 
 

@@ -1,7 +1,7 @@
 """Run untrusted generated code against its tests, one fresh, locked-down process per program.
 
 What every program gets (Linux; the child is `python -I` = `sys.executable` in isolated mode; the runner
-and its process tree are described in `harness.sandbox_child`):
+and its process tree are described in `suites.sandbox.child`):
 - its own process and session (`start_new_session=True`); on the wall-clock timeout the whole process group
   is SIGKILLed, and when privileges were dropped every process of the run's uid is SIGKILLed too (a child
   that called setsid() to leave the group is still found) unless the run had its own PID namespace and
@@ -18,7 +18,7 @@ and its process tree are described in `harness.sandbox_child`):
   when its init dies: a SIGKILLed harness takes all its sandboxed programs with it within milliseconds.
   The signal is tied to the thread that started the runner; `run_job` waits in that same thread and kills
   the run before returning, even on an exception, so a worker thread never ends under a live run;
-- a sweep, once per process before its first program (`harness.sandbox_cleanup.sweep`): as root, processes
+- a sweep, once per process before its first program (`suites.sandbox.cleanup.sweep`): as root, processes
   of sandbox uids whose lock no live run holds are SIGKILLed, and `harness-sbx-*` folders of this user whose
   locked owner marker (`harness.names` format) shows a dead owner are deleted; nothing else is touched;
 - when the harness runs as root (the child starts as root and sets itself up before any untrusted code):
@@ -40,9 +40,9 @@ and its process tree are described in `harness.sandbox_child`):
 
 Where the verdict comes from (why neither `exit(0)` nor a lying object nor a patched module can fake a
 pass): the tests and the solution never share a process. The untrusted program runs in its own process
-(G in `harness.sandbox_child`), which only loads it and answers calls to its functions. The trusted
+(G in `suites.sandbox.child`), which only loads it and answers calls to its functions. The trusted
 process (P) holds the tests, evaluates every assertion, comparison and library call in them with its own
-pristine modules, and reaches the solution only through `harness.sandbox_wire`'s channel, which carries
+pristine modules, and reaches the solution only through `suites.sandbox.wire`'s channel, which carries
 plain data (None, bool, int, float, complex, str, bytes; list, tuple, dict, set, frozenset of those; a
 Counter, OrderedDict, defaultdict or deque rebuilt on the trusted side), bounded at 8 MiB, 100 levels and
 a million values. Anything else the solution returns (an always-equal object, a subclass of int or str
@@ -102,9 +102,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Literal
 
-from harness.sandbox_child import CHILD_SOURCE, code_file
-from harness.sandbox_cleanup import UID_RANGE, Claim, claim_run, kill_uid, pids_of_uid, sweep, sweep_once
-from harness.sandbox_plan import plan_tests
+from suites.sandbox.child import CHILD_SOURCE, code_file
+from suites.sandbox.cleanup import UID_RANGE, Claim, claim_run, kill_uid, pids_of_uid, sweep, sweep_once
+from suites.sandbox.plan import plan_tests
 
 __all__ = [
     "MARKER", "UID_RANGE", "Job", "Limits", "ProgramResult", "check_program", "kill_uid", "run_job",

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from harness.sandbox import Job, Limits, ProgramResult, run_jobs
+from suites.sandbox import Job, Limits, ProgramResult, run_jobs
 
 # The workload's CPU seconds on the reference machine the pinned limits are for: a fast desktop-class
 # core. The development machine (AMD EPYC Zen 3 server, 2 cores) takes 0.16-0.20 s, so it gets 1.3-1.7x
