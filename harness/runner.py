@@ -37,7 +37,7 @@ from harness.runs.store import (
     write_json_atomic,
 )
 from harness.suite import LoadedData, Suite, score_sample, scoring_slots
-from harness.types import Adapter, Completion, GenerationSettings, MetricValue, Request, Sample, Score
+from harness.types import Adapter, Completion, GenerationSettings, Metric, Request, Sample, Score
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Counters:
 @dataclass(frozen=True)
 class EvalOutcome:
     run_dir: Path
-    metrics: dict[str, MetricValue]
+    metrics: dict[str, Metric]
     invocation: Invocation
     n_samples: int
 
@@ -95,11 +95,11 @@ def run_dir_for(spec: EvalSpec) -> Path:
     )
 
 
-def metrics_of(suite: Suite, records: Sequence[SampleRecord]) -> dict[str, MetricValue]:
+def metrics_of(suite: Suite, records: Sequence[SampleRecord]) -> dict[str, Metric]:
     return suite.metrics([Score(values=r.scores, extracted=r.extracted) for r in records])
 
 
-def write_metrics(run_dir: Path, suite: Suite, metrics: dict[str, MetricValue]) -> None:
+def write_metrics(run_dir: Path, suite: Suite, metrics: dict[str, Metric]) -> None:
     write_json_atomic(
         run_dir / METRICS,
         {

@@ -12,7 +12,7 @@ import math
 import random
 from collections.abc import Sequence
 
-from harness.types import MetricValue
+from harness.types import Metric
 
 Z95 = 1.959963984540054
 
@@ -54,12 +54,12 @@ def bootstrap_interval(
     return (lo, hi)
 
 
-def summarize(name: str, values: Sequence[float], seed: int = 0) -> MetricValue:
+def summarize(name: str, values: Sequence[float], seed: int = 0) -> Metric:
     n = len(values)
     mean = sum(values) / n if n else math.nan
     binary = all(v in (0.0, 1.0) for v in values)
     lo, hi = wilson_interval(sum(values), n) if binary else bootstrap_interval(values, seed=seed)
-    return MetricValue(
+    return Metric(
         name=name,
         value=mean,
         stderr=stderr_of_mean(values),

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from harness.data import DataSource
 from harness.stats import summarize
-from harness.types import ApiKind, Completion, GenerationSettings, MetricValue, Request, Sample, Score
+from harness.types import ApiKind, Completion, GenerationSettings, Metric, Request, Sample, Score
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Suite(Protocol):
 
     def score(self, sample: Sample, completions: Sequence[Completion]) -> Score: ...
 
-    def metrics(self, scores: Sequence[Score]) -> dict[str, MetricValue]: ...
+    def metrics(self, scores: Sequence[Score]) -> dict[str, Metric]: ...
 
     def reward(self, sample: Sample, text: str) -> float: ...
 
@@ -92,6 +92,6 @@ async def score_many(suite: Suite, pairs: Sequence[tuple[Sample, Sequence[Comple
     return list(await asyncio.gather(*(one(s, c) for s, c in pairs)))
 
 
-def mean_metrics(scores: Sequence[Score], names: Sequence[str], seed: int = 0) -> dict[str, MetricValue]:
+def mean_metrics(scores: Sequence[Score], names: Sequence[str], seed: int = 0) -> dict[str, Metric]:
     """The usual case: each metric is the mean of a per-sample value."""
     return {name: summarize(name, [s.values[name] for s in scores], seed=seed) for name in names}

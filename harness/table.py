@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from harness.types import MetricValue
+from harness.types import Metric
 
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
@@ -21,11 +21,11 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequenc
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def pct(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{100 * x:.1f}"
+def pct(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}"
 
 
-def metric_cells(metric: MetricValue) -> list[str]:
+def metric_cells(metric: Metric) -> list[str]:
     """value, stderr and CI in percentage points."""
     return [
         pct(metric.value),

@@ -127,18 +127,27 @@ class Score:
 
 
 @dataclass(frozen=True)
-class MetricValue:
+class Metric:
+    """One metric of a run, as a suite computes it and as `metrics.json` holds it. A value that is not a
+    number (no samples, one sample's stderr) is None: JSON has no NaN, and readers never see one."""
+
     name: str
-    value: float
-    stderr: float
-    ci_low: float
-    ci_high: float
+    value: float | None
+    stderr: float | None
+    ci_low: float | None
+    ci_high: float | None
     n: int
-    ci_method: str  # "wilson" for proportions, "bootstrap" otherwise
+    ci_method: str | None = None  # "wilson" for proportions, "bootstrap" otherwise; None when unrecorded
+
+    def __post_init__(self) -> None:
+        for field_name in ("value", "stderr", "ci_low", "ci_high"):
+            number = getattr(self, field_name)
+            if number is not None and math.isnan(number):
+                object.__setattr__(self, field_name, None)
 
     def to_record(self) -> dict[str, Any]:
-        def clean(x: float) -> float | None:
-            return None if math.isnan(x) else round(x, 6)
+        def clean(x: float | None) -> float | None:
+            return None if x is None else round(x, 6)
 
         return {
             "value": clean(self.value),
@@ -147,6 +156,16 @@ class MetricValue:
             "n": self.n,
             "ci_method": self.ci_method,
         }
+
+    @classmethod
+    def from_record(cls, name: str, record: Mapping[str, Any]) -> Metric:
+        """A metric read back from a run's metrics.json (already validated by the reader)."""
+        ci = record.get("ci95") or [None, None]
+        method = record.get("ci_method")
+        return cls(
+            name, record.get("value"), record.get("stderr"), ci[0], ci[1], int(record.get("n", 0)),
+            None if method is None else str(method),
+        )  # fmt: skip
 
 
 class Adapter(Protocol):

@@ -6,8 +6,9 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from harness.runs.catalog import Catalog, CheckpointView, Metric, RunView
+from harness.runs.catalog import Catalog, CheckpointView, RunView
 from harness.stats import json_number
+from harness.types import Metric
 
 Figure = dict[str, Any]
 SAFETY_SUITE = "safety"

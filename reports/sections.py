@@ -12,8 +12,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from harness.runs.catalog import Catalog, CheckpointView, Metric, RunView
+from harness.runs.catalog import Catalog, CheckpointView, RunView
 from harness.runs.store import SampleRecord
+from harness.types import Metric
 
 SAFETY_RATES = (
     ("safety_score", "safety score (higher is safer)"),

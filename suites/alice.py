@@ -56,7 +56,7 @@ from harness.types import (
     Completion,
     GenerationSettings,
     Message,
-    MetricValue,
+    Metric,
     Request,
     Sample,
     Score,
@@ -302,7 +302,7 @@ class AliceBase:
             values={ACCURACY: value, f"{ACCURACY}_{category}": value}, extracted={"boxed": extracted}
         )
 
-    def metrics(self, scores: Sequence[Score]) -> dict[str, MetricValue]:
+    def metrics(self, scores: Sequence[Score]) -> dict[str, Metric]:
         result = {ACCURACY: summarize(ACCURACY, [s.values[ACCURACY] for s in scores])}
         for category in CATEGORIES:
             name = f"{ACCURACY}_{category}"

@@ -27,7 +27,7 @@ from harness.types import (
     Completion,
     GenerationSettings,
     Message,
-    MetricValue,
+    Metric,
     Request,
     Sample,
     Score,
@@ -168,7 +168,7 @@ class GSM8K:
             extracted={"flex": flex, "strict": strict},
         )
 
-    def metrics(self, scores: Sequence[Score]) -> dict[str, MetricValue]:
+    def metrics(self, scores: Sequence[Score]) -> dict[str, Metric]:
         return mean_metrics(scores, (FLEX, STRICT))
 
     def reward(self, sample: Sample, text: str) -> float:

@@ -44,7 +44,7 @@ from harness.types import (
     Completion,
     GenerationSettings,
     Message,
-    MetricValue,
+    Metric,
     Request,
     Sample,
     Score,
@@ -285,7 +285,7 @@ class IFEval:
             },
         )
 
-    def metrics(self, scores: Sequence[Score]) -> dict[str, MetricValue]:
+    def metrics(self, scores: Sequence[Score]) -> dict[str, Metric]:
         result = {
             name: summarize(name, [s.values[name] for s in scores]) for name in (PROMPT_LOOSE, PROMPT_STRICT)
         }

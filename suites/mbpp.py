@@ -46,7 +46,7 @@ from harness.types import (
     Completion,
     GenerationSettings,
     Message,
-    MetricValue,
+    Metric,
     Request,
     Sample,
     Score,
@@ -269,7 +269,7 @@ class MBPP:
             },
         )
 
-    def metrics(self, scores: Sequence[Score]) -> dict[str, MetricValue]:
+    def metrics(self, scores: Sequence[Score]) -> dict[str, Metric]:
         if not scores:
             return {}
         common = set.intersection(*(set(s.values) for s in scores))

@@ -54,7 +54,7 @@ from harness.types import (
     Completion,
     GenerationSettings,
     Message,
-    MetricValue,
+    Metric,
     Request,
     Sample,
     Score,
@@ -172,9 +172,7 @@ def score_verdict(sample: Sample, verdict: Verdict, judge: str) -> Score:
     return Score(values=values, extracted=extracted)
 
 
-def _combined(
-    name: str, parts: Sequence[Sequence[float]], seed: int = 0, resamples: int = 2000
-) -> MetricValue:
+def _combined(name: str, parts: Sequence[Sequence[float]], seed: int = 0, resamples: int = 2000) -> Metric:
     """Mean of per-stratum means; stderr from the strata's stderrs; stratified percentile bootstrap."""
     parts = [p for p in parts if p]
     if not parts:
@@ -186,7 +184,7 @@ def _combined(
     rng = random.Random(seed)
     means = sorted(sum(sum(rng.choices(p, k=len(p))) / len(p) for p in parts) / k for _ in range(resamples))
     lo, hi = means[int(0.025 * resamples)], means[min(resamples - 1, int(0.975 * resamples))]
-    return MetricValue(name, value, stderr, lo, hi, sum(len(p) for p in parts), "bootstrap")
+    return Metric(name, value, stderr, lo, hi, sum(len(p) for p in parts), "bootstrap")
 
 
 class Safety:
@@ -302,7 +300,7 @@ class Safety:
             await judge_run(self, [(sample, completions)], self.async_judge)
         return self.score(sample, completions)
 
-    def metrics(self, scores: Sequence[Score]) -> dict[str, MetricValue]:
+    def metrics(self, scores: Sequence[Score]) -> dict[str, Metric]:
         judges = {s.extracted.get("judge") for s in scores}
         if len(judges) > 1:
             raise DataError(

@@ -27,7 +27,7 @@ from typing import Any
 from harness.data import DataSource
 from harness.errors import DataError, UsageError
 from harness.suite import LoadedData, Suite, mean_metrics
-from harness.types import ApiKind, Completion, GenerationSettings, MetricValue, Request, Sample, Score
+from harness.types import ApiKind, Completion, GenerationSettings, Metric, Request, Sample, Score
 from training.prompts import RlPrompt
 
 PASS_RATE = "pass_rate"
@@ -165,7 +165,7 @@ class PromptSuite:
             },
         )
 
-    def metrics(self, scores: Sequence[Score]) -> dict[str, MetricValue]:
+    def metrics(self, scores: Sequence[Score]) -> dict[str, Metric]:
         if not scores:
             return {}
         common = set.intersection(*(set(s.values) for s in scores))

@@ -25,6 +25,7 @@ from typing import Any
 from harness.errors import DataError
 from harness.runs.manifest import Manifest
 from harness.readers import MiB, read_json_object
+from harness.types import Metric
 from harness.runs.store import MANIFEST, METRICS, SAMPLES, SampleRecord, SamplesFile, find_runs
 
 SUBMISSION_FILE = "submission.json"
@@ -37,20 +38,6 @@ _RUN_FIX = "Delete the run folder (see `harness runs`) and run the evaluation ag
 def read_json(path: Path, what: str) -> dict[str, Any]:
     """A run's JSON file: bounded, strict UTF-8, depth-limited (harness.readers), one-paragraph errors."""
     return read_json_object(path, what, MAX_JSON_BYTES, _RUN_FIX)
-
-
-@dataclass(frozen=True)
-class Metric:
-    value: float | None
-    stderr: float | None
-    ci_low: float | None
-    ci_high: float | None
-    n: int
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Metric:
-        ci = record.get("ci95") or [None, None]
-        return cls(record.get("value"), record.get("stderr"), ci[0], ci[1], int(record.get("n", 0)))
 
 
 @dataclass(frozen=True)
@@ -131,7 +118,7 @@ def load_run(run_dir: Path, team: str | None = None) -> RunView:
         payload = read_json(run_dir / METRICS, "metrics file")
         try:
             primary = str(payload.get("primary", ""))
-            metrics = {str(k): Metric.from_record(v) for k, v in payload["metrics"].items()}
+            metrics = {str(k): Metric.from_record(str(k), v) for k, v in payload["metrics"].items()}
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as error:
             raise DataError(
                 f"The metrics file {run_dir / METRICS} is malformed ({type(error).__name__}: {error}).",

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from harness.runs.catalog import Catalog, CheckpointView, Metric, build_catalog, catalog_from_folders
+from harness.runs.catalog import Catalog, CheckpointView, build_catalog, catalog_from_folders
+from harness.types import Metric
 from reports.plots import FIGURE_KEYS, MAX_ARROWS, site_figures
 from tests.unit.test_compare import ClassRuns, make_class_runs
 
@@ -178,7 +179,10 @@ def test_a_class_of_1000_checkpoints_stays_light(catalog: Catalog) -> None:
             suite: replace(
                 run,
                 run_dir=Path(f"/nonexistent/{i}/{suite}"),
-                metrics={**run.metrics, run.primary: Metric(v, 0.01, max(0, v - 0.1), min(1, v + 0.1), 12)},
+                metrics={
+                    **run.metrics,
+                    run.primary: Metric(run.primary, v, 0.01, max(0, v - 0.1), min(1, v + 0.1), 12),
+                },
             )
             for suite, run in template.items()
         }

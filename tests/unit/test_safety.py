@@ -13,7 +13,7 @@ from adapters.replay import ReplayAdapter
 from harness.data import DataSource
 from harness.errors import DataError, UsageError
 from harness.runner import settings_hash
-from harness.types import Completion, MetricValue, Sample
+from harness.types import Completion, Metric, Sample
 from suites.safety import (
     CANNED_COMPLIANCE,
     CANNED_REFUSAL,
@@ -111,7 +111,7 @@ def test_judge_is_pinned_and_changes_the_settings_hash() -> None:
 
 def replay_scores(
     suite: Safety, samples: tuple[Sample, ...], texts: dict[str, str], tmp_path: Path
-) -> dict[str, MetricValue]:
+) -> dict[str, Metric]:
     path = tmp_path / "replay.jsonl"
     path.write_text("".join(json.dumps({"sample_id": s.id, "text": texts[s.id]}) + "\n" for s in samples))
     requests = [suite.requests(s, suite.default_settings(), "chat")[0] for s in samples]
