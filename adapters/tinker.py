@@ -27,7 +27,9 @@ hub (Llama-3 from Tinker's ungated copy, as tinker-cookbook does), or from a loc
 Accounting per request: prompt tokens = the prompt's `ModelInput.length`; completion tokens = the sum
 of the sampled sequences' lengths; `cost_usd` from harness.pricing (built-in Tinker prices, or
 `--price-table`). Without credentials the factory fails before any work; an unreachable service fails
-after the connect timeout instead of blocking (the SDK otherwise retries for minutes).
+after the connect timeout instead of blocking (the SDK otherwise retries for minutes). The service
+client, the credentials check, the deadlines and the mapping of the SDK's errors are shared with the
+training backend: adapters/tinker_service.py.
 """
 
 from __future__ import annotations
@@ -35,12 +37,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from adapters import tinker_service
 from adapters.common import truncate_at_stop
 from adapters.tinker_renderers import (
     RENDERER_ENV,
@@ -48,8 +49,17 @@ from adapters.tinker_renderers import (
     load_tokenizer,
     renderer_name_for,
 )
+from adapters.tinker_service import (
+    CLOSE_TIMEOUT_S,
+    CONNECT_TIMEOUT_S,
+    check_credentials,
+    close_session,
+    endpoint_error,
+    in_daemon_thread,
+    within,
+)
 from harness.checkpoints import TinkerBaseRef, TinkerRef
-from harness.errors import EndpointError, UsageError
+from harness.errors import EndpointError
 from harness.pricing import Price, PriceTable, load_price_table
 from harness.types import ApiKind, Completion, Request
 
@@ -60,68 +70,10 @@ log = logging.getLogger("harness.tinker")
 T = TypeVar("T")
 
 DEFAULT_CONCURRENCY = 64
-CONNECT_TIMEOUT_S = 120.0  # creating a sampling session; capped by --timeout
-
-
-def _sdk_service_client() -> Any:
-    import tinker
-
-    return tinker.ServiceClient()
-
-
-# Builds the ServiceClient. Tests replace it with tests/support/tinker_standin.py's factory.
-service_client_factory: Callable[[], Any] = _sdk_service_client
-
-
-def check_credentials() -> None:
-    """The SDK's three credential sources; without any, stop before any work with one clear line."""
-    key = os.environ.get("TINKER_API_KEY", "")
-    if key:
-        if not key.startswith(("tml-", "eyJ")):
-            raise UsageError(
-                "TINKER_API_KEY does not look like a Tinker API key (they start with 'tml-').",
-                "Copy the key from the Tinker console again.",
-            )
-        return
-    if os.environ.get("TINKER_CREDENTIAL_CMD"):
-        return
-    try:
-        from tinker.lib.credentials import default_credentials_path
-
-        if Path(default_credentials_path()).is_file():
-            return
-    except (ImportError, AttributeError, TypeError, OSError):
-        pass  # an SDK without a credential store: the environment variable is the only source
-    raise UsageError(
-        "A Tinker checkpoint needs a Tinker API key, and TINKER_API_KEY is not set.",
-        "export TINKER_API_KEY=tml-... (from the Tinker console), or run `tinker auth login`.",
-    )
-
-
-async def _in_daemon_thread(fn: Callable[[], T]) -> T:
-    """Run a blocking call in a daemon thread (not the executor, which asyncio.run joins at exit)."""
-    loop = asyncio.get_running_loop()
-    result: asyncio.Future[T] = loop.create_future()
-
-    def deliver(value: T | None, error: BaseException | None) -> None:
-        if not result.done():  # it was cancelled when the caller timed out
-            if error is not None:
-                result.set_exception(error)
-            else:
-                result.set_result(value)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            value, error = fn(), None
-        except BaseException as exc:  # handed to the awaiting coroutine
-            value, error = None, exc
-        try:
-            loop.call_soon_threadsafe(deliver, value, error)
-        except RuntimeError:
-            pass  # the loop is gone: nobody waits for this any more
-
-    threading.Thread(target=run, name="tinker-connect", daemon=True).start()
-    return await result
+# After "Check the network...": creating a session waits at most CONNECT_TIMEOUT_S, capped by --timeout.
+TIMEOUT_ADVICE = (
+    f"if it is only slow, raise --timeout (creating a session waits at most {CONNECT_TIMEOUT_S:g} s)."
+)
 
 
 class TinkerAdapter:
@@ -143,7 +95,7 @@ class TinkerAdapter:
         self.timeout_s = timeout_s
         self.connect_timeout_s = min(connect_timeout_s, timeout_s)
         self.prices = prices
-        self._service_factory = service_factory or service_client_factory
+        self._service_factory = service_factory or tinker_service.service_client_factory
         self._base_model = ref.model if isinstance(ref, TinkerBaseRef) else None
         # Fixed before connecting: identity() must not change once the run has started. A sampler
         # checkpoint's base model (and so its default renderer) is only known from the service.
@@ -173,18 +125,8 @@ class TinkerAdapter:
 
     async def _bounded(self, awaitable: Awaitable[T], deadline: float, what: str) -> T:
         """Await until `deadline` (time.monotonic()); past it, an EndpointError that says what hung."""
-
-        async def wait() -> T:
-            return await awaitable
-
-        try:
-            return await asyncio.wait_for(wait(), max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            raise EndpointError(
-                f"The Tinker service did not answer within {self._limit(what):g} s while {what}.",
-                "Check the network and the service status (https://tinker.thinkingmachines.ai); if it is only "
-                f"slow, raise --timeout (creating a session waits at most {CONNECT_TIMEOUT_S:g} s).",
-            ) from None
+        remaining = deadline - time.monotonic()
+        return await within(awaitable, remaining, what, TIMEOUT_ADVICE, shown=self._limit(what))
 
     async def preflight(self) -> None:
         """Create the sampling session and the renderer once; later calls return at once."""
@@ -201,12 +143,12 @@ class TinkerAdapter:
                 # The SDK connects synchronously inside create_sampling_client (it fetches its config
                 # with retries, for minutes when the service is unreachable), so that call runs in a
                 # daemon thread: a timeout can then return, and the process can exit.
-                service, future = await self._bounded(_in_daemon_thread(self._open), deadline, what)
+                service, future = await self._bounded(in_daemon_thread(self._open), deadline, what)
                 client = await self._bounded(future, deadline, what)
             except EndpointError:
                 raise
             except Exception as error:
-                raise self._sdk_error(error, what) from None
+                raise endpoint_error(error, what, self.ref.raw) from None
             self._service = service
             base = str(client.get_base_model())
             if self._renderer is None:
@@ -232,17 +174,6 @@ class TinkerAdapter:
 
     def _limit(self, what: str) -> float:
         return self.connect_timeout_s if what.startswith("creating") else self.timeout_s
-
-    def _sdk_error(self, error: Exception, what: str) -> EndpointError:
-        name = type(error).__name__
-        if "Authentication" in name or "PermissionDenied" in name:
-            return EndpointError(f"Tinker rejected the API key while {what} ({name}: {error}).", None)
-        if "NotFound" in name:
-            return EndpointError(
-                f"Tinker does not know '{self.ref.raw}' ({name}: {error}).",
-                "Check the run id and checkpoint name (tinker://RUN/sampler_weights/ID).",
-            )
-        return EndpointError(f"The Tinker service failed while {what} ({name}: {str(error)[:300]}).", None)
 
     # -- pricing (harness.pricing.Priced) ---------------------------------------------------------
 
@@ -312,7 +243,7 @@ class TinkerAdapter:
             except EndpointError:
                 raise
             except Exception as error:
-                raise self._sdk_error(error, "sampling") from None
+                raise endpoint_error(error, "sampling", self.ref.raw) from None
             latency = time.perf_counter() - start
         sequences = list(response.sequences)
         if len(sequences) != n:
@@ -336,12 +267,7 @@ class TinkerAdapter:
 
     async def aclose(self) -> None:
         service, self._service, self._client = self._service, None, None
-        if service is None or not hasattr(service, "close"):
-            return
-        try:
-            await self._bounded(service.close("success"), time.monotonic() + 10.0, "closing the session")
-        except Exception as error:  # closing is best effort: the results are already saved
-            log.debug("closing the Tinker session failed: %s", error)
+        await close_session(service, "success", CLOSE_TIMEOUT_S)
 
 
 def create_tinker_adapter(ref: TinkerRef | TinkerBaseRef, options: AdapterOptions) -> TinkerAdapter:

@@ -1,7 +1,71 @@
 """Post-training evaluation harness: score any checkpoint on a fixed registry of suites.
 
-Importing this package is cheap on purpose: backends (llama.cpp, torch, vLLM, Tinker) and the
-`datasets` library are imported only inside the adapter or loader that needs them.
+    import harness
+    results = harness.evaluate("embedded", suites=["gsm8k"], limit=20)
+    results.metrics_df()
+    harness.gate(baseline="sft:latest", candidate="dpo:latest")
+    runs = harness.load_runs("runs/")
+
+Importing this package is cheap on purpose: the API (harness/api/) loads on first use of a name below,
+and backends (llama.cpp, torch, vLLM, Tinker) and `datasets` only inside the adapter or loader that
+needs them.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from harness.version import __version__
+
+_API = {
+    "evaluate": "harness.api.evaluate",
+    "evaluate_async": "harness.api.evaluate",
+    "EvalResults": "harness.api.evaluate",
+    "SuiteRun": "harness.api.evaluate",
+    "Generation": "harness.api.evaluate",
+    "gate": "harness.api.gate",
+    "GateResult": "harness.gate.collect",
+    "load_runs": "harness.api.runs",
+    "Runs": "harness.api.runs",
+    "rescore": "harness.api.rescore",
+    "RescoreResult": "harness.api.rescore",
+    "SuiteOptions": "harness.suite",
+    "AdapterOptions": "adapters.options",
+    "HarnessError": "harness.errors",
+}
+
+__all__ = [
+    "AdapterOptions",
+    "EvalResults",
+    "GateResult",
+    "Generation",
+    "HarnessError",
+    "RescoreResult",
+    "Runs",
+    "SuiteOptions",
+    "SuiteRun",
+    "__version__",
+    "evaluate",
+    "evaluate_async",
+    "gate",
+    "load_runs",
+    "rescore",
+]
+
+if TYPE_CHECKING:
+    from adapters.options import AdapterOptions
+    from harness.api.evaluate import EvalResults, Generation, SuiteRun, evaluate, evaluate_async
+    from harness.api.gate import gate
+    from harness.api.rescore import RescoreResult, rescore
+    from harness.api.runs import Runs, load_runs
+    from harness.errors import HarnessError
+    from harness.gate.collect import GateResult
+    from harness.suite import SuiteOptions
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness' has no attribute '{name}'")
+    return getattr(importlib.import_module(module), name)

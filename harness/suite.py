@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,9 +14,13 @@ from harness.types import ApiKind, Completion, GenerationSettings, Metric, Reque
 
 @dataclass(frozen=True)
 class SuiteOptions:
-    """Choices a user may make per run that change how a suite scores (recorded via pinned_settings)."""
+    """Choices a user may make per run that change how a suite scores (recorded via pinned_settings).
+    A model judge is built once from these by `suites.build_suites` and handed to every suite that takes
+    one, at construction."""
 
     judge: str = "refusal-heuristic"  # safety suites: which judge decides refusal
+    judge_checkpoint: str | None = None  # the judge model (wildguard), as any checkpoint reference
+    judge_timeout_s: float = 600.0  # per request to the judge model
 
 
 @dataclass(frozen=True)
@@ -57,28 +60,73 @@ class Suite(Protocol):
         """A response the reference says is right (for scorer checks); None when the suite has none."""
         ...
 
+    # What a suite declares about its scoring (SuiteDefaults has the usual answers).
+    judge: str | None  # the judge it scores with (safety suites), None when it has none
+
+    async def ascore(self, sample: Sample, completions: Sequence[Completion]) -> Score:
+        """score() without blocking the event loop (a model judge awaits; others run in a thread)."""
+        ...
+
+    def scoring_slots(self) -> int:
+        """How many samples are scored at once."""
+        ...
+
+    def category_counts(self, source: DataSource) -> Mapping[str, int] | None:
+        """Samples per category of the whole split, for `harness suites show`; None when not categorised."""
+        ...
+
+    def rewards(self, sample: Sample, texts: Sequence[str]) -> list[float]:
+        """reward() of several responses to one sample (MBPP runs them as one sandbox batch)."""
+        ...
+
+    def measurement_mark(self) -> int:
+        """A mark taken before scoring; `measurement_since(mark)` then gives what scoring measured."""
+        ...
+
+    def measurement_since(self, mark: int) -> dict[str, Any] | None:
+        """The machine measurement that scaled scoring limits since `mark` (the code sandbox's timing),
+        recorded in the run's manifest; None when scoring measured nothing."""
+        ...
+
+
+class SuiteDefaults:
+    """The usual declarations, for suites to inherit: no judge; score() is pure Python under the GIL (and
+    not every library it calls is thread-safe), so one sample at a time, in a worker thread so requests
+    in flight are not stalled; no categories; nothing measured."""
+
+    judge: str | None = None
+
+    def score(self, sample: Sample, completions: Sequence[Completion]) -> Score:
+        raise NotImplementedError
+
+    async def ascore(self, sample: Sample, completions: Sequence[Completion]) -> Score:
+        return await asyncio.to_thread(self.score, sample, completions)
+
+    def scoring_slots(self) -> int:
+        return 1
+
+    def category_counts(self, source: DataSource) -> Mapping[str, int] | None:
+        return None
+
+    def reward(self, sample: Sample, text: str) -> float:
+        raise NotImplementedError
+
+    def rewards(self, sample: Sample, texts: Sequence[str]) -> list[float]:
+        return [float(self.reward(sample, text)) for text in texts]
+
+    def measurement_mark(self) -> int:
+        return 0
+
+    def measurement_since(self, mark: int) -> dict[str, Any] | None:
+        return None
+
 
 async def score_sample(suite: Suite, sample: Sample, completions: Sequence[Completion]) -> Score:
-    """A suite's async scorer when it has one (model judges), else its sync score() in a worker thread,
-    so slow scorers (the code sandbox) do not stall requests in flight."""
-    ascore = getattr(suite, "ascore", None)
-    if ascore is not None:
-        result: Score = await ascore(sample, completions)
-        return result
-    return await asyncio.to_thread(suite.score, sample, completions)
+    return await suite.ascore(sample, completions)
 
 
 def scoring_slots(suite: Suite) -> int:
-    """How many samples are scored at once. A suite scored by a model judge says how many the judge
-    takes (`scoring_slots()`), else an async scorer gets 32; a suite whose score() waits on processes
-    (the code sandbox) declares `parallel_scoring`, one per core; other sync scorers are pure Python
-    under the GIL and not all of their libraries are thread-safe, so one."""
-    declared = getattr(suite, "scoring_slots", None)
-    if callable(declared):
-        return max(1, int(declared()))
-    if getattr(suite, "ascore", None) is not None:
-        return 32
-    return max(1, os.cpu_count() or 1) if getattr(suite, "parallel_scoring", False) else 1
+    return max(1, suite.scoring_slots())
 
 
 async def score_many(suite: Suite, pairs: Sequence[tuple[Sample, Sequence[Completion]]]) -> list[Score]:

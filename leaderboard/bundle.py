@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from harness import __version__
+from harness.version import __version__
 from harness.errors import DataError, UsageError
 from harness.names import check_name, is_valid_name
 from harness.readers import MiB, parse_json

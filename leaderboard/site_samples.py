@@ -17,10 +17,9 @@ from typing import Any
 from harness.errors import DataError
 from harness.readers import parse_json
 from harness.runs.catalog import RunView
+from harness.runs.scores import per_sample_key, stratum_of
 from harness.runs.store import SAMPLES
 
-PER_SAMPLE_OF = {"safety_score": "safe_outcome"}  # aggregate metric -> per-sample value it averages
-STRATUM_OF = {"safety_score": "subset"}  # metric that is a mean of per-stratum means -> stratum field
 CORRECT_AT = 1.0 - 1e-9
 _FIX = "Repair or delete the run (see `harness runs`), then rebuild the site."
 
@@ -33,15 +32,6 @@ class RunSamples:
     scores: list[float | None]
     categories: list[str]
     strata: list[str] | None  # per-sample stratum when the primary metric is a mean of stratum means
-
-
-def per_sample_key(primary: str, keys: Mapping[str, Any]) -> str:
-    if primary in keys:
-        return primary
-    fallback = PER_SAMPLE_OF.get(primary)
-    if fallback is not None and fallback in keys:
-        return fallback
-    return sorted(keys)[0] if keys else primary
 
 
 def _categories(row: Mapping[str, Any], primary: str) -> list[str]:
@@ -75,7 +65,7 @@ def read_run_samples(run: RunView) -> RunSamples:
     scores: list[float | None] = []
     categories: set[str] = set()
     score_key: str | None = None
-    stratum_field = STRATUM_OF.get(run.primary)
+    stratum_field = stratum_of(run.primary)
     strata: list[str] | None = [] if stratum_field else None
     if not path.is_file():
         return RunSamples(run.primary, [], [], [], [], strata)

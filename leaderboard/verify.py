@@ -1,5 +1,8 @@
 """Verifying one submitted run against the registered suite, from the files `read_bundle` extracted.
 
+`verify_run` is the list of checks, in the order they run: those on manifest.json and metrics.json are in
+leaderboard.verify_checks; those on samples.jsonl, the recomputed metrics and the re-scoring are here.
+
 Memory is bounded whatever the files hold: samples.jsonl is read a line at a time (lines at most
 MAX_LINE_BYTES, records at most the suite's sample count, each record's shape checked), in three
 passes (sample ids; request keys and stored scores; re-scoring in small chunks), and across a run only
@@ -9,27 +12,40 @@ per-sample scores and extracted values are kept, within MAX_EXTRACTED_CHARS.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import DataError, UsageError
+from harness.errors import DataError
 from harness.readers import MiB, parse_json
 from harness.runs.manifest import Manifest
 from harness.runs.store import MANIFEST, METRICS, SAMPLES, SampleRecord
 from harness.suite import Suite
-from harness.types import Completion, Sample, Score
-from leaderboard.bundle import BUNDLE_FILE, REMAKE_HINT, TOLERANCE, reject
+from harness.types import Completion, GenerationSettings, Sample, Score
+from leaderboard.bundle import REMAKE_HINT, TOLERANCE, reject
+from leaderboard.verify_checks import (
+    MAX_LIST,
+    check_bounds,
+    check_bundle_claims,
+    check_complete,
+    check_data_hash,
+    check_filed_under,
+    check_pinned_settings,
+    check_settings_hash,
+    check_suite_version,
+    claimed_metrics,
+    load_json,
+    load_manifest,
+    load_suite_data,
+    registered_suite,
+)
 
 MAX_LINE_BYTES = 1 * MiB  # a real record is 1-10 KB (n=1); n=20 responses of 1,280 tokens ~150 KB
 MAX_BLANK_LINES = 1000
 MAX_KEYS = 256  # per-sample scores or extracted values: real records have 1-10
-MAX_LIST = 1024  # completions (n) and request keys per sample
 MAX_EXTRACTED_CHARS = 8 * MiB  # kept for the metrics over a whole run; real runs keep ~1 MB
-MAX_LIMIT = 10_000_000
 RESCORE_RECORDS = 64  # re-scored at once (a chunk holds full responses)
 RESCORE_BYTES = 4 * MiB
 
@@ -44,16 +60,6 @@ class AcceptedRun:
     value: float | None
     rescored: bool
     note: str  # why it was not re-scored, if so
-
-
-def _load_json(path: str, file: Path) -> dict[str, Any]:
-    try:
-        payload = parse_json(file.read_bytes(), path, "file", fix=REMAKE_HINT)
-    except DataError as error:
-        raise reject(error.problem) from None
-    if not isinstance(payload, dict):
-        raise reject(f"{path} is not a JSON object.")
-    return payload
 
 
 def _record(row: Any, where: str) -> SampleRecord:
@@ -268,107 +274,49 @@ async def _rescored(
     return out, differ
 
 
-def _manifest(manifest_path: str, files: Mapping[str, Path]) -> Manifest:
-    try:
-        manifest = Manifest.from_record(_load_json(manifest_path, files[manifest_path]), Path(manifest_path))
-    except DataError as error:
-        raise reject(error.problem) from None
-    if manifest.status != "complete":
-        raise reject(
-            f"{manifest_path} says status '{manifest.status[:40]}': only complete runs are accepted."
-        )
-    limit, gen = manifest.limit, manifest.generation
-    if (limit is not None and not 0 < limit <= MAX_LIMIT) or not 0 < gen.n <= MAX_LIST or gen.max_tokens < 1:
-        raise reject(f"{manifest_path} has a limit, n or max_tokens no run can have.")
-    return manifest
+def _request_keys(
+    suite: Suite, samples: Sequence[Sample], generation: GenerationSettings
+) -> dict[str, dict[str, tuple[str, ...]]]:
+    """api -> sample id -> the keys of the requests the pinned prompts make (either api is accepted)."""
+    return {
+        api: {s.id: tuple(r.key() for r in suite.requests(s, generation, api)) for s in samples}
+        for api in ("chat", "text")
+    }
 
 
 def verify_run(run: Mapping[str, Any], files: Mapping[str, Path]) -> AcceptedRun:
     """Check one run of a bundle (its bundle.json entry and extracted files) against the registered suite."""
-    from harness.data import resolve_data_source
-    from harness.runner import settings_hash
     from harness.suite import SuiteOptions
-    from suites import get_suite, suite_names
 
     base = str(run["path"])
     where = f"run {base}"
     manifest_path = f"{base}/{MANIFEST}"
-    manifest = _manifest(manifest_path, files)
-    if manifest.suite not in suite_names():
-        raise reject(f"{manifest_path} names suite '{manifest.suite[:80]}', which is not registered here.")
-    judge = str(manifest.suite_settings.get("judge", SuiteOptions().judge))
-    try:
-        suite = get_suite(manifest.suite, SuiteOptions(judge=judge))
-    except UsageError as error:
-        raise reject(f"{manifest_path}: {error.problem}") from None
-    if manifest.suite_version != suite.version:
-        raise reject(
-            f"{manifest_path} has {manifest.suite} version {manifest.suite_version[:40]}, but the pinned "
-            f"version is {suite.version}."
-        )
-    expected_dir = f"{suite.name}@{suite.version}"
-    if base.split("/")[2] != expected_dir:
-        raise reject(f"{where} is filed under '{base.split('/')[2]}', not '{expected_dir}'.")
-    pinned = json.loads(json.dumps(dict(suite.pinned_settings())))  # tuples -> lists, as in the manifest
-    if dict(manifest.suite_settings) != pinned:
-        changed = sorted(
-            str(k)
-            for k in set(pinned) | set(manifest.suite_settings)
-            if pinned.get(k) != manifest.suite_settings.get(k)
-        )
-        detail = "; ".join(
-            f"{k[:80]}: {repr(manifest.suite_settings.get(k))[:80]} vs pinned {pinned.get(k)!r}"
-            for k in changed[:10]
-        )
-        raise reject(
-            f"{manifest_path} has suite settings that differ from the pinned ones ({detail[:1000]})."
-        )
-    try:
-        expected_hash = settings_hash(suite, manifest.generation, manifest.limit)
-    except (TypeError, ValueError) as error:  # settings no run writes (a stop list of objects, say)
-        raise reject(f"{manifest_path} has generation settings that cannot be hashed ({error}).") from None
-    if manifest.settings_hash != expected_hash or base.split("/")[3] != expected_hash:
-        raise reject(
-            f"{manifest_path} has settings hash {manifest.settings_hash[:64]} (folder {base.split('/')[3]}), "
-            f"but its suite, version, pinned settings, generation settings "
-            f"({str(manifest.generation.as_record())[:300]}) and limit ({manifest.limit}) hash to {expected_hash}."
-        )
-    try:
-        loaded = suite.load(resolve_data_source(None), manifest.limit)
-    except DataError as error:
-        raise DataError(
-            f"Cannot verify {where}: the {suite.name} data cannot be loaded here ({error.problem})",
-            "Set HARNESS_DATA_DIR to the upstream data files (or give this machine hub access) and add again.",
-        ) from None
-    if loaded.sha256 != manifest.data_sha256:
-        raise reject(
-            f"{manifest_path} was run on data with sha256 {manifest.data_sha256[:12]}, but the {suite.name} data "
-            f"here hashes to {loaded.sha256[:12]} ({loaded.source})."
-        )
+    manifest = load_manifest(manifest_path, files[manifest_path])
+    check_complete(manifest, manifest_path)
+    check_bounds(manifest, manifest_path)
+    suite, judge = registered_suite(manifest, manifest_path)
+    check_suite_version(manifest, suite, manifest_path)
+    check_filed_under(base, suite)
+    check_pinned_settings(manifest, suite, manifest_path)
+    check_settings_hash(manifest, suite, base, manifest_path)
+    loaded = load_suite_data(suite, manifest.limit, where)
+    check_data_hash(manifest, loaded, suite, manifest_path)
     samples_path = f"{base}/{SAMPLES}"
     samples_file = files[samples_path]
     samples = {s.id: s for s in loaded.samples}
     _check_ids(samples_file, samples_path, manifest, samples, manifest.limit)
-    keys = {
-        api: {
-            s.id: tuple(r.key() for r in suite.requests(s, manifest.generation, api)) for s in loaded.samples
-        }
-        for api in ("chat", "text")
-    }
+    keys = _request_keys(suite, loaded.samples, manifest.generation)
     stored = _stored_scores(samples_file, samples_path, keys, samples)
     metrics_path = f"{base}/{METRICS}"
-    metrics_file = _load_json(metrics_path, files[metrics_path])
-    file_metrics = metrics_file.get("metrics")
-    if not isinstance(file_metrics, dict):
-        raise reject(f"{metrics_path} lacks the object 'metrics'.")
-    if file_metrics != run["metrics"]:
-        raise reject(f"{BUNDLE_FILE} claims other metrics for {where} than its {METRICS}.")
+    metrics_file = load_json(metrics_path, files[metrics_path])
+    file_metrics = claimed_metrics(metrics_file, metrics_path)
+    check_bundle_claims(file_metrics, run["metrics"], where)
     recomputed = {n: m.to_record() for n, m in _metrics(suite, stored, samples_path).items()}
     _compare_metrics(
         metrics_path, file_metrics, recomputed, "recomputed from the per-sample scores in samples.jsonl"
     )
     del stored
-    needs_judge = hasattr(suite, "async_judge") and judge != SuiteOptions().judge
+    needs_judge = suite.judge is not None and judge != SuiteOptions().judge
     note = f"scored by the model judge '{judge}', which is not run here" if needs_judge else ""
     if not needs_judge:
         rescored, differ = asyncio.run(_rescored(suite, samples, samples_file, samples_path))

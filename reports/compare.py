@@ -17,7 +17,7 @@ safe-outcome rate (the natural paired test for it; strata do not change which pa
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -32,11 +32,9 @@ from harness.gate.paired import (
     sign_flip_test,
 )
 from harness.runs.catalog import Catalog, CheckpointView, RunView
+from harness.runs.scores import score_key
 from harness.runs.store import SampleRecord
 from harness.stats import json_number
-
-# Primary metrics that are aggregates of another per-sample value: metric -> (score key, stratum key).
-PER_SAMPLE_KEYS: Mapping[str, tuple[str, str | None]] = {"safety_score": ("safe_outcome", "subset")}
 
 
 @dataclass(frozen=True)
@@ -142,16 +140,6 @@ def _suite_record(s: SuiteComparison, max_flips: int | None) -> dict[str, Any]:
             for f in flips
         ],
     }
-
-
-def score_key(metric: str, records: Sequence[SampleRecord]) -> tuple[str, str | None] | None:
-    """(per-sample key, stratum key) for a primary metric, or None when the samples hold no such value."""
-    if records and all(metric in r.scores for r in records):
-        return metric, None
-    mapped = PER_SAMPLE_KEYS.get(metric)
-    if mapped and records and all(mapped[0] in r.scores for r in records):
-        return mapped
-    return None
 
 
 def skip_reason(run_a: RunView | None, run_b: RunView | None, catalog: Catalog, a: str, b: str) -> str | None:

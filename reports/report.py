@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness.version import __version__
 from harness.errors import MissingExtraError
 from harness.runs.catalog import Catalog, CheckpointView, RunView
 from harness.runs.manifest import now_iso

@@ -50,7 +50,7 @@ from typing import Any
 from harness.data import DATA_DIR_ENV, DataSource, rows_hash
 from harness.errors import DataError
 from harness.stats import summarize
-from harness.suite import LoadedData
+from harness.suite import LoadedData, SuiteDefaults
 from harness.types import (
     ApiKind,
     Completion,
@@ -277,7 +277,7 @@ def validation_rows(
 # ---------------------------------------------------------------------------------------------- suites
 
 
-class AliceBase:
+class AliceBase(SuiteDefaults):
     """Requests, scoring, metrics and reward shared by `alice` and `alice-synth`."""
 
     version = "1.0"

@@ -21,7 +21,7 @@ from typing import Any
 
 from harness.data import DataSource, HubDataset, jsonl_or_hub, rows_hash
 from harness.errors import DataError
-from harness.suite import LoadedData, mean_metrics
+from harness.suite import LoadedData, SuiteDefaults, mean_metrics
 from harness.types import (
     ApiKind,
     Completion,
@@ -114,7 +114,7 @@ def target_of(solution: str) -> str:
     return normalize_number(solution.split("####")[-1].strip())
 
 
-class GSM8K:
+class GSM8K(SuiteDefaults):
     name = "gsm8k"
     version = "1.0"
     primary_metric = FLEX

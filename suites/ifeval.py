@@ -38,7 +38,7 @@ from typing import Any
 from harness.data import DATA_DIR_ENV, DataSource, HubDataset, jsonl_or_hub, rows_hash
 from harness.errors import DataError, MissingExtraError
 from harness.stats import summarize
-from harness.suite import LoadedData
+from harness.suite import LoadedData, SuiteDefaults
 from harness.types import (
     ApiKind,
     Completion,
@@ -213,7 +213,7 @@ def _clean_row(row: Mapping[str, Any], index: int, origin: str) -> dict[str, Any
     }
 
 
-class IFEval:
+class IFEval(SuiteDefaults):
     name = "ifeval"
     version = "1.0"
     primary_metric = PROMPT_LOOSE

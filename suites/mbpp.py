@@ -31,6 +31,7 @@ from __future__ import annotations
 import ast
 import builtins
 import json
+import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,7 @@ from typing import Any
 
 from harness.data import DataSource, load_hub_rows, read_jsonl, rows_hash
 from harness.errors import DataError
-from harness.suite import LoadedData, mean_metrics
+from harness.suite import LoadedData, SuiteDefaults, mean_metrics
 from harness.types import (
     ApiKind,
     Completion,
@@ -52,6 +53,7 @@ from harness.types import (
     Score,
 )
 from suites.sandbox import Job, Limits, ProgramResult
+from suites.sandbox import timing as sandbox_timing
 from suites.sandbox.timing import run_calibrated
 
 HUB_REPO = "google-research-datasets/mbpp"
@@ -150,7 +152,7 @@ def _lines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-class MBPP:
+class MBPP(SuiteDefaults):
     name = "mbpp"
     version = "1.0"
     primary_metric = "pass@1"
@@ -160,7 +162,6 @@ class MBPP:
     hub_config = "full"
     text_field = "text"
     task_ids: range = TEST_IDS  # training code reads the train tasks (601-974) through a subclass
-    parallel_scoring = True  # score() waits on sandbox processes, so the runner scores one per core
 
     def default_settings(self) -> GenerationSettings:
         return GenerationSettings(max_tokens=512, temperature=0.0)
@@ -244,6 +245,20 @@ class MBPP:
 
     def execute(self, sample: Sample, responses: Sequence[str]) -> list[ProgramResult]:
         return run_calibrated([self.job(sample, r) for r in responses], LIMITS)
+
+    def rewards(self, sample: Sample, texts: Sequence[str]) -> list[float]:
+        """All of a prompt's responses in one sandbox batch."""
+        return [float(result.passed) for result in self.execute(sample, texts)]
+
+    def scoring_slots(self) -> int:
+        """score() waits on sandbox processes, so one sample per core."""
+        return max(1, os.cpu_count() or 1)
+
+    def measurement_mark(self) -> int:
+        return sandbox_timing.runs_so_far()
+
+    def measurement_since(self, mark: int) -> dict[str, Any] | None:
+        return sandbox_timing.record_since(mark)
 
     def score(self, sample: Sample, completions: Sequence[Completion]) -> Score:
         texts = [t for c in completions for t in c.texts]

@@ -80,6 +80,10 @@ class AsyncJudge(Protocol):
 
     def identity(self) -> str: ...
 
+    def capacity(self) -> int:
+        """Items it judges at once (batches x connections); what a suite's scoring_slots() follows."""
+        ...
+
     async def ajudge(self, items: Sequence[JudgeItem]) -> list[Verdict]: ...
 
     async def aclose(self) -> None: ...
@@ -203,6 +207,9 @@ class RefusalHeuristic:
     def identity(self) -> str:
         return HEURISTIC
 
+    def capacity(self) -> int:
+        return 1
+
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         verdicts = []
         for item in items:
@@ -284,6 +291,9 @@ class WildGuardJudge:
 
     def identity(self) -> str:
         return f"{WILDGUARD}@{self.adapter.identity()}"
+
+    def capacity(self) -> int:
+        return max(1, self.adapter.concurrency) * max(1, self.adapter.batch_size)
 
     async def ajudge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         loop = asyncio.get_running_loop()

@@ -146,37 +146,29 @@ class Candidate:
 def validation_value(
     entry: CheckpointEntry, select: SelectConfig, root: Path, data: DataSource
 ) -> float | None:
-    from training.stage import run_cli
-
     if select.suite is not None:
-        argv = ["eval", "--checkpoint", entry.reference, "--suite", select.suite, "--limit", str(select.limit),
-                "--out", str(root), "--json", "--quiet"]  # fmt: skip
-        if select.max_tokens:
-            argv += ["--max-tokens", str(select.max_tokens)]
-        if data.data_dir is not None:
-            argv += ["--data-dir", str(data.data_dir)]
-        _code, out = run_cli(argv)
-        import json
+        from harness.api.evaluate import Generation, evaluate
 
-        (result,) = json.loads(out)
-        metric = select.metric or result["primary"]
-        if metric not in result["metrics"]:
+        results = evaluate(
+            entry.reference, [select.suite], limit=select.limit, runs=root, data_dir=data.data_dir,
+            generation=Generation(max_tokens=select.max_tokens or None),
+        )  # fmt: skip
+        (result,) = results.runs
+        metric = select.metric or result.primary
+        if metric not in result.metrics:
             raise UsageError(f"select.metric '{metric}' is not a metric of {select.suite}.",
-                             f"Its metrics: {', '.join(result['metrics'])}.")  # fmt: skip
-        value = result["metrics"][metric]["value"]
-        return None if value is None else float(value)
+                             f"Its metrics: {', '.join(result.metrics)}.")  # fmt: skip
+        return result.metrics[metric].value
     return _prompt_validation(entry, select, root, data)
 
 
 def _prompt_validation(
     entry: CheckpointEntry, select: SelectConfig, root: Path, data: DataSource
 ) -> float | None:
-    import asyncio
     from dataclasses import replace
 
-    from adapters import create_adapter
+    from harness.api.evaluate import evaluate_suites, run_sync
     from harness.checkpoints import parse_checkpoint
-    from harness.runner import EvalSpec, evaluate
     from training.prompt_suite import PromptSuite, prompts_sha256
     from training.prompts import file_prompts, suite_prompts
 
@@ -188,20 +180,13 @@ def _prompt_validation(
     settings = suite.default_settings()
     if select.max_tokens:
         settings = replace(settings, max_tokens=select.max_tokens)
-    ref = parse_checkpoint(entry.reference)
-    adapter = create_adapter(ref)
-
-    async def go() -> Any:
-        try:
-            return await evaluate(
-                EvalSpec(ref, suite, settings, None, data, root / ".validation"), adapter, False
-            )
-        finally:
-            await adapter.aclose()
-
-    outcome = asyncio.run(go())
-    metric = outcome.metrics.get(select.metric or "pass_rate")
-    return None if metric is None else float(metric.value)
+    results = run_sync(
+        evaluate_suites(parse_checkpoint(entry.reference), None, [(suite, settings)], limit=None,
+                        root=root / ".validation", data=data),
+        "evaluate",
+    )  # fmt: skip
+    metric = results.runs[0].metrics.get(select.metric or "pass_rate")
+    return None if metric is None else metric.value
 
 
 def _better(value: float | None, best: float | None, mode: str) -> bool:

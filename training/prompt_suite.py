@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.data import DataSource
 from harness.errors import DataError, UsageError
-from harness.suite import LoadedData, Suite, mean_metrics
+from harness.suite import LoadedData, Suite, SuiteDefaults, mean_metrics
 from harness.types import ApiKind, Completion, GenerationSettings, Metric, Request, Sample, Score
 from training.prompts import RlPrompt
 
@@ -52,13 +52,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def completion_rewards(suite: Suite, sample: Sample, texts: Sequence[str]) -> list[float]:
     """The suite's reward of every text; a suite with a batch `execute()` (MBPP) runs them together."""
-    execute = getattr(suite, "execute", None)
-    if execute is not None and len(texts) > 1:
-        return [float(result.passed) for result in execute(sample, list(texts))]
+    if len(texts) > 1:
+        return suite.rewards(sample, list(texts))
     return [float(suite.reward(sample, text)) for text in texts]
 
 
-class PromptSuite:
+class PromptSuite(SuiteDefaults):
     """`PromptSuite(name, prompts, source, sha256)`: the prompts' samples, scored by their suites' rewards.
 
     `suites` maps a prompt's suite name to the suite object that scores it (default: the registry's);

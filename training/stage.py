@@ -1,9 +1,9 @@
 """One training stage, end to end: start point -> data -> decontamination -> train -> registry entry ->
 evaluate -> gate against the parent -> rebuild the leaderboard.
 
-Evaluation and the gate go through the very code paths of `harness eval` and `harness gate
---eval-missing` (so a stage's runs resume, hit the response cache and land where `harness runs`,
-`harness gate` and the leaderboard find them). A stage whose checkpoint name is already in the registry
+Evaluation and the gate go through the Python API that `harness eval` and `harness gate --eval-missing`
+use (harness.evaluate, harness.gate), so a stage's runs resume, hit the response cache and land where
+`harness runs`, `harness gate` and the leaderboard find them. A stage whose checkpoint name is already in the registry
 is not trained again (`harness pipeline` re-runs resume this way); its evaluation is re-run from disk.
 
 Names follow the shared rule (harness.names), so `output_dir/NAME` is always a folder inside `output_dir`.
@@ -14,13 +14,10 @@ other folder there (a user's, another registry's checkpoint) is never deleted or
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import re
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -79,17 +76,6 @@ class StageOutcome:
             "gate": {"verdict": self.gate_verdict, "exit_code": self.gate_exit, "note": self.gate_note},
             "site": self.site,
         }
-
-
-def run_cli(argv: Sequence[str]) -> tuple[int, str]:
-    """A harness subcommand in process; its stdout captured, its info lines on stderr as usual."""
-    from harness.cli import build_parser
-
-    args = build_parser().parse_args(list(argv))
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = int(args.func(args) or 0)
-    return code, buffer.getvalue()
 
 
 def start_point(text: str, root: Path) -> StartPoint:
@@ -254,72 +240,50 @@ def _say(quiet: bool, text: str) -> None:
         print(f"harness: {text}", file=sys.stderr)
 
 
-def _eval_flags(request: TrainRequest, data: DataSource) -> list[str]:
-    ev = request.config.eval
-    flags = ["--quiet"]
-    if ev.limit is not None:
-        flags += ["--limit", str(ev.limit)]
-    if ev.max_tokens is not None:
-        flags += ["--max-tokens", str(ev.max_tokens)]
-    if ev.batch_size is not None:
-        flags += ["--batch-size", str(ev.batch_size)]
-    if request.config.device is not None:
-        flags += ["--device", request.config.device]
-    if data.data_dir is not None:
-        flags += ["--data-dir", str(data.data_dir)]
-    return flags
-
-
 def evaluate_checkpoint(entry: CheckpointEntry, request: TrainRequest, root: Path, data: DataSource,
                         quiet: bool) -> list[SuiteResult]:  # fmt: skip
-    suites = request.config.eval.suites
-    if not suites:
+    """The configured suites on the new checkpoint, as `harness eval` runs them (resume, cache, runs)."""
+    from adapters.options import AdapterOptions
+    from harness.api.evaluate import Generation, evaluate
+
+    ev = request.config.eval
+    if not ev.suites:
         return []
-    _say(quiet, f"evaluating {entry.name} on {', '.join(suites)}")
-    argv = [
-        "eval",
-        "--checkpoint",
-        entry.reference,
-        "--json",
-        "--out",
-        str(root),
-        *_eval_flags(request, data),
+    _say(quiet, f"evaluating {entry.name} on {', '.join(ev.suites)}")
+    results = evaluate(
+        entry.reference, list(ev.suites), limit=ev.limit, runs=root, data_dir=data.data_dir,
+        generation=Generation(max_tokens=ev.max_tokens),
+        backend=AdapterOptions(batch_size=ev.batch_size, device=request.config.device),
+    )  # fmt: skip
+    return [
+        SuiteResult(r.suite, str(r.run_dir), r.primary, {k: m.to_record() for k, m in r.metrics.items()})
+        for r in results.runs
     ]
-    for suite in suites:
-        argv += ["--suite", suite]
-    _code, out = run_cli(argv)
-    return [SuiteResult(r["suite"], r["run_dir"], r["primary"], r["metrics"]) for r in json.loads(out)]
 
 
 def gate_against_parent(entry: CheckpointEntry, request: TrainRequest, root: Path, data: DataSource,
                         quiet: bool) -> tuple[str | None, int | None, str | None]:  # fmt: skip
-    """`harness gate --baseline PARENT --candidate NEW --eval-missing` on the configured suites."""
+    """The gate of the new checkpoint against its parent on the configured suites, evaluating what is
+    missing (as `harness gate --eval-missing`)."""
+    from harness.api.gate import gate
+
     registry = CheckpointRegistry(registry_path(root))
     parent = registry.by_name(entry.parent) if entry.parent else None
     suites = request.config.eval.suites
     if parent is None or not suites:
         return None, None, None
-    argv = ["gate", "--baseline", parent.reference, "--candidate", entry.reference, "--runs", str(root),
-            "--eval-missing", "--json"]  # fmt: skip
-    if request.config.eval.policy:
-        argv += ["--policy", request.config.eval.policy]
-    if data.data_dir is not None:
-        argv += ["--data-dir", str(data.data_dir)]
-    for suite in suites:
-        argv += ["--suite", suite]
     try:
-        code, out = run_cli(argv)
+        result = gate(
+            parent.reference, entry.reference, suites=list(suites), runs=root,
+            policy=request.config.eval.policy or None, eval_missing=True, data_dir=data.data_dir,
+        )  # fmt: skip
     except HarnessError as error:  # a refused gate is reported, the trained checkpoint stays
         _say(quiet, f"gate against {parent.name} refused: {error.message}")
         return "REFUSED", int(error.exit_code), error.message
-    payload = json.loads(out)
-    verdict = str(payload["overall"])
-    _say(quiet, f"gate {parent.name} -> {entry.name}: {verdict} (exit {code})")
+    _say(quiet, f"gate {parent.name} -> {entry.name}: {result.verdict} (exit {result.exit_code})")
     if not quiet:
-        from harness.gate.report import render_table
-
-        print(render_table(payload), file=sys.stderr)
-    return verdict, code, None
+        print(result.table(), file=sys.stderr)
+    return result.verdict, result.exit_code, None
 
 
 def rebuild_site(request: TrainRequest, root: Path, quiet: bool) -> str | None:

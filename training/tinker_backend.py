@@ -28,7 +28,9 @@ session (bounded SDK calls, token accounting, the RL policy) is in training/tink
   `save_weights_for_sampler(name)` (`tinker://RUN/sampler_weights/NAME`: the new checkpoint reference).
 
 Every SDK call runs in a daemon thread and is awaited under a deadline (creating a client: 120 s, other
-calls: `operation_timeout_s`); with a key but no network the SDK alone retries for minutes.
+calls: `operation_timeout_s`); with a key but no network the SDK alone retries for minutes. The service
+client, the credentials check, the daemon thread and the mapping of the SDK's errors are shared with
+the sampling adapter, in adapters/tinker_service.py.
 
 Cost: Tinker bills training tokens (every token of every datum sent to forward_backward; a custom loss
 sends them twice, for its forward and its backward pass), prompt tokens (sampling prompts and
@@ -50,6 +52,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters import tinker_service
+from adapters.tinker_service import CONNECT_TIMEOUT_S
 from harness.errors import UsageError
 from training.backend import StartPoint, StepLog, TrainResult, learning_rate_at, steps_for
 from training.config import TrainRequest
@@ -62,23 +66,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("harness.tinker.train")
 
-CONNECT_TIMEOUT_S = 120.0  # creating the training client (the SDK connects inside the call)
 OPERATION_TIMEOUT_S = 1800.0  # one step, save or sampling call (the service may queue work)
 START_FORMS = (
     "The tinker backend starts from tinker-base:MODEL (a model Tinker serves, e.g. "
     "tinker-base:meta-llama/Llama-3.2-1B) or from a checkpoint an earlier tinker stage made (its registry "
     "tag such as sft:latest, or its tinker://RUN/sampler_weights/ID)."
 )
-
-
-def _sdk_service_client() -> Any:
-    import tinker
-
-    return tinker.ServiceClient()
-
-
-# Builds the ServiceClient. Tests replace it with tests/support/tinker_training_standin.py's factory.
-service_client_factory: Callable[[], Any] = _sdk_service_client
 
 
 def resolve_start(start: StartPoint) -> Origin:
@@ -125,10 +118,9 @@ class TinkerBackend:
 
         require_extra("tinker", "tinker", "The tinker training backend")
         origin = resolve_start(start)
-        from adapters.tinker import check_credentials
         from adapters.tinker_renderers import renderer_name_for
 
-        check_credentials()
+        tinker_service.check_credentials()
         if origin.base_model is not None:
             renderer_name_for(origin.base_model)
         if origin.parent_rank is not None and origin.parent_rank != request.config.lora.rank:
@@ -204,7 +196,7 @@ class TinkerBackend:
         """Check, render the data (before anything is created on the service, when the base model is
         known), open the session, train, save both checkpoints, close the session whatever happened."""
         self.check(request, start)
-        factory = self.service_factory or service_client_factory
+        factory = self.service_factory or tinker_service.service_client_factory
         origin = resolve_start(start)
         session = Session(request, origin, factory, self.connect_timeout_s, self.operation_timeout_s)
         data = prepare(session.setup_renderer()) if session.base_model else None

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from adapters.tinker_service import (
+    CLOSE_TIMEOUT_S,
+    call_in_daemon_thread,
+    close_session,
+    endpoint_error,
+    in_daemon_thread,
+    within,
+)
 from harness.errors import EndpointError, UsageError
 from harness.types import GenerationSettings, Message
 from training.config import RlConfig, TrainRequest
@@ -21,9 +27,8 @@ from training.rl import RolloutDatum, SampledCompletion
 if TYPE_CHECKING:
     from adapters.tinker_renderers import Renderer
 
-log = logging.getLogger("harness.tinker.train")
+TIMEOUT_ADVICE = "the SDK on its own would keep retrying for minutes."  # after "Check the network..."
 
-CLOSE_TIMEOUT_S = 10.0
 # Train prices, USD per 1M tokens, from the same transcription of Tinker's price list as
 # harness.pricing's sampling prices (effective 2026-07-17, read 2026-10-07; not checked against the live
 # page from this machine). The transcription has no other model's train price.
@@ -102,47 +107,28 @@ class Session:
         import tinker
 
         limit = self.operation_timeout_s if limit is None else limit
-
-        async def run() -> Any:
-            return await awaitable
-
         try:
-            return await asyncio.wait_for(run(), limit)
-        except TimeoutError:
-            raise EndpointError(
-                f"The Tinker service did not answer within {shown or limit:g} s while {what}.",
-                "Check the network and the service status (https://tinker.thinkingmachines.ai); the SDK on "
-                "its own would keep retrying for minutes.",
-            ) from None
+            return await within(awaitable, limit, what, TIMEOUT_ADVICE, shown)
         except (tinker.TinkerError, OSError) as error:
-            raise self._sdk_error(error, what) from None
+            raise endpoint_error(error, what) from None
 
     async def call(self, fn: Callable[[], Any], what: str, limit: float | None = None) -> Any:
         """fn() in a daemon thread (SDK calls may block while connecting), then its result awaited."""
-        from adapters.tinker import _in_daemon_thread
+        import tinker
 
-        start = time.monotonic()
         limit = self.operation_timeout_s if limit is None else limit
-        result = await self.wait(_in_daemon_thread(fn), what, limit)
-        if hasattr(result, "__await__"):
-            result = await self.wait(result, what, max(0.0, limit - (time.monotonic() - start)), limit)
-        return result
+        try:
+            return await call_in_daemon_thread(fn, limit, what, TIMEOUT_ADVICE)
+        except (tinker.TinkerError, OSError) as error:
+            raise endpoint_error(error, what) from None
 
     async def submit(self, fn: Callable[[], tuple[Any, Any]], what: str) -> Any:
         """A forward_backward and its optim_step, submitted together in order (as the cookbook does),
         then both awaited; returns the ForwardBackwardOutput."""
-        from adapters.tinker import _in_daemon_thread
-
-        backward, optim = await self.wait(_in_daemon_thread(fn), what)
+        backward, optim = await self.wait(in_daemon_thread(fn), what)
         output = await self.wait(backward, what)
         await self.wait(optim, what)
         return output
-
-    def _sdk_error(self, error: BaseException, what: str) -> EndpointError:
-        name = type(error).__name__
-        if "Authentication" in name or "PermissionDenied" in name:
-            return EndpointError(f"Tinker rejected the API key while {what} ({name}: {error}).", None)
-        return EndpointError(f"The Tinker service failed while {what} ({name}: {str(error)[:300]}).", None)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -185,13 +171,7 @@ class Session:
         return str(saved.path), str(state.path)
 
     async def close(self, status: str) -> None:
-        if self.service is None or not hasattr(self.service, "close"):
-            return
-        try:
-            limit = min(CLOSE_TIMEOUT_S, self.connect_timeout_s)
-            await self.call(functools.partial(self.service.close, status), "closing the session", limit)
-        except Exception as error:  # best effort: the weights are saved
-            log.debug("closing the Tinker session failed: %s", error)
+        await close_session(self.service, status, min(CLOSE_TIMEOUT_S, self.connect_timeout_s))
 
 
 class TinkerPolicy:

@@ -9,8 +9,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from harness import __version__
 from harness.errors import ExitCode, HarnessError
+from harness.version import __version__
 
 SUBCOMMANDS = (
     "eval",

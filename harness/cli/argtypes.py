@@ -66,3 +66,40 @@ def adapter_options(args: argparse.Namespace, price_table: str | None = None) ->
         price_table=price_table,
         max_reply_bytes=args.max_reply_bytes,
     )
+
+
+class _DeprecatedRunsAlias(argparse.Action):
+    """`--out DIR` where it used to name the runs folder: still works, with a one-line warning."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option: Any = None) -> None:
+        import sys
+
+        print(
+            "harness: warning: --out is deprecated here; use --runs DIR (the runs folder).", file=sys.stderr
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_runs_flag(
+    p: Any, help_text: str = "runs folder", deprecated_out: bool = False, **kwargs: Any
+) -> None:
+    """`--runs DIR`, the runs folder, in every command (`--out` a hidden deprecated alias where it was)."""
+    p.add_argument(
+        "--runs", metavar="DIR", help=f"{help_text} (default: $HARNESS_RUNS_DIR or ./runs)", **kwargs
+    )
+    if deprecated_out:
+        p.add_argument("--out", dest="runs", action=_DeprecatedRunsAlias, help=argparse.SUPPRESS, **kwargs)
+
+
+def add_data_dir_flag(p: Any, help_text: str = "local upstream data files") -> None:
+    p.add_argument(
+        "--data-dir", metavar="DIR", help=f"{help_text} (default: $HARNESS_DATA_DIR, else the hub)"
+    )
+
+
+def add_json_flag(p: Any, help_text: str = "print the result as JSON on stdout", **kwargs: Any) -> None:
+    p.add_argument("--json", action="store_true", help=help_text, **kwargs)
+
+
+def add_quiet_flag(p: Any, help_text: str = "no progress bar or info lines (for CI)") -> None:
+    p.add_argument("--quiet", action="store_true", help=help_text)

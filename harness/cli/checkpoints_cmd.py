@@ -7,17 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.cli.argtypes import add_json_flag, add_runs_flag
+
 
 def register(commands: Any) -> None:
     p = commands.add_parser(
         "checkpoints", help="list, add and resolve registered checkpoints", description=__doc__
     )
-    p.add_argument(
-        "--out",
-        metavar="DIR",
-        help="runs folder holding registry.jsonl (default: $HARNESS_RUNS_DIR or ./runs)",
-    )
-    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    add_runs_flag(p, "runs folder holding registry.jsonl", deprecated_out=True)
+    add_json_flag(p, "print the entries as JSON")
     p.set_defaults(func=list_entries)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
 
@@ -47,18 +45,18 @@ def register(commands: Any) -> None:
 
 
 def _shared_flags(parser: argparse.ArgumentParser) -> None:
-    """--out/--json after the action too; SUPPRESS keeps a value given before the action."""
-    parser.add_argument(
-        "--out", metavar="DIR", default=argparse.SUPPRESS, help="runs folder holding registry.jsonl"
+    """--runs/--json after the action too; SUPPRESS keeps a value given before the action."""
+    add_runs_flag(
+        parser, "runs folder holding registry.jsonl", deprecated_out=True, default=argparse.SUPPRESS
     )
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    add_json_flag(parser, "print JSON", default=argparse.SUPPRESS)
 
 
 def _registry(args: argparse.Namespace) -> Any:
     from harness.lineage import CheckpointRegistry, registry_path
     from harness.runs.store import runs_root
 
-    return CheckpointRegistry(registry_path(runs_root(args.out)))
+    return CheckpointRegistry(registry_path(runs_root(args.runs)))
 
 
 def list_entries(args: argparse.Namespace) -> int:

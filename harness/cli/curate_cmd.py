@@ -15,7 +15,15 @@ import sys
 import time
 from typing import Any
 
-from harness.cli.argtypes import adapter_options, add_backend_flags, whole_number
+from harness.cli.argtypes import (
+    adapter_options,
+    add_backend_flags,
+    add_data_dir_flag,
+    add_json_flag,
+    add_quiet_flag,
+    add_runs_flag,
+    whole_number,
+)
 
 _positive = whole_number(1)
 
@@ -44,32 +52,26 @@ def register(commands: Any) -> None:
     )  # fmt: skip
     p.add_argument("--limit", type=_positive, help="only the first N prompts")
     p.add_argument("--out", required=True, metavar="FILE", help="the pool to write (JSONL)")
-    p.add_argument("--runs", metavar="DIR", help="runs folder (default: $HARNESS_RUNS_DIR or ./runs)")
+    add_runs_flag(p, "runs folder")
     p.add_argument("--seed", type=int, default=0, help="sampling seed sent with every request (default 0)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--top-p", type=float, default=1.0, help="top_p (default 1.0)")
     p.add_argument("--max-tokens", type=_positive, help="max new tokens (default: the suite's pinned value)")
-    p.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="local upstream data files (default: $HARNESS_DATA_DIR, else the hub)",
-    )
+    add_data_dir_flag(p, "local upstream data files")
     add_backend_flags(p)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     p.add_argument("--fresh", action="store_true", help="discard the finished samples and sample again")
-    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json_flag(p, "print a JSON summary on stdout")
+    add_quiet_flag(p, "no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
     from pathlib import Path
 
-    from adapters import create_adapter
+    from harness.api.evaluate import evaluate_suites, run_sync
     from harness.data import resolve_data_source
     from harness.lineage import resolve_checkpoint
-    from harness.runner import EvalOutcome, EvalSpec, evaluate
     from harness.runs.store import runs_root
     from training.curate import Band, curate_settings, load_prompt_set, rate_run, write_curated_pool
 
@@ -80,21 +82,16 @@ def run(args: argparse.Namespace) -> int:
     prompt_set = load_prompt_set(args.prompts, args.data, args.datasets, data, args.limit)
     suite = prompt_set.suite()
     settings = curate_settings(suite, args.k, args.temperature, args.top_p, args.max_tokens, args.seed)
-    adapter = create_adapter(ref, adapter_options(args))
-    spec = EvalSpec(
-        ref, suite, settings, None, data, root, not args.no_cache, args.fresh,
-        lineage=None if entry is None else entry.to_record(),
-    )  # fmt: skip
-
-    async def sample() -> EvalOutcome:
-        try:
-            return await evaluate(spec, adapter, progress=sys.stderr.isatty() and not args.quiet)
-        finally:
-            await adapter.aclose()
-
     started = time.perf_counter()
-    outcome = asyncio.run(sample())
+    results = run_sync(
+        evaluate_suites(
+            ref, entry, [(suite, settings)], limit=None, root=root, data=data, backend=adapter_options(args),
+            cache=not args.no_cache, fresh=args.fresh, progress=sys.stderr.isatty() and not args.quiet,
+        ),
+        "evaluate",
+    )  # fmt: skip
     seconds = time.perf_counter() - started
+    (outcome,) = results.runs
     curation = rate_run(suite, outcome.run_dir, args.k, band)
     out = Path(args.out).expanduser().resolve()
     kept = write_curated_pool(out, curation, ref.raw)

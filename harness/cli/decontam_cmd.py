@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from harness.cli.argtypes import whole_number
+from harness.cli.argtypes import add_data_dir_flag, add_json_flag, add_quiet_flag, whole_number
 
 
 def register(commands: Any) -> None:
@@ -26,14 +26,12 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--ngram", type=whole_number(3), default=13, metavar="N", help="n-gram length (default 13)"
     )
-    p.add_argument(
-        "--data-dir", metavar="DIR", help="benchmark data (default: $HARNESS_DATA_DIR, else the hub)"
-    )
+    add_data_dir_flag(p, "benchmark data")
     p.add_argument(
         "--max-hits", type=whole_number(0), default=10, metavar="K", help="hits to list (default 10)"
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    p.add_argument("--quiet", action="store_true", help="print only the one-line result")
+    add_json_flag(p, "print the report as JSON on stdout")
+    add_quiet_flag(p, "print only the one-line result")
     p.set_defaults(func=run)
 
 

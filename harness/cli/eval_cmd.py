@@ -5,11 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.cli.argtypes import adapter_options, add_backend_flags, whole_number
-from harness.types import GenerationSettings
+from harness.cli.argtypes import (
+    adapter_options,
+    add_backend_flags,
+    add_data_dir_flag,
+    add_json_flag,
+    add_quiet_flag,
+    add_runs_flag,
+    whole_number,
+)
+
+if TYPE_CHECKING:
+    from harness.api.evaluate import EvalResults
 
 _positive = whole_number(1)
 
@@ -27,17 +36,13 @@ def _usd(text: str) -> float:
 def register(commands: Any) -> None:
     p = commands.add_parser("eval", help="evaluate a checkpoint", description=__doc__)
     p.add_argument(
-        "--checkpoint", required=True, metavar="REF", help="what to evaluate (see README: checkpoint forms)"
+        "--checkpoint", required=True, metavar="REF", help="what to evaluate (docs/checkpoints.md: the forms)"
     )
     p.add_argument("--suite", action="append", metavar="NAME", help="suite to run (repeatable; default: all)")
     p.add_argument("--limit", type=_positive, help="only the first N samples of each suite")
     p.add_argument("--seed", type=int, default=0, help="sampling seed sent with every request (default 0)")
-    p.add_argument("--out", metavar="DIR", help="runs folder (default: $HARNESS_RUNS_DIR or ./runs)")
-    p.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="local upstream data files (default: $HARNESS_DATA_DIR, else the hub)",
-    )
+    add_runs_flag(p, deprecated_out=True)
+    add_data_dir_flag(p)
     add_backend_flags(p)
     p.add_argument("--max-tokens", type=_positive, help="override the suite's pinned max new tokens")
     p.add_argument(
@@ -71,147 +76,62 @@ def register(commands: Any) -> None:
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     p.add_argument("--fresh", action="store_true", help="discard this run's finished samples and start over")
-    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    add_json_flag(p, "print the results as JSON on stdout")
     p.add_argument(
         "--all-metrics",
         action="store_true",
         help="print every metric, per-category breakdowns included (default: each suite's headline metrics)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar or info lines (for CI)")
+    add_quiet_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from adapters import create_adapter
-    from harness.data import resolve_data_source
-    from harness.lineage import resolve_checkpoint
-    from harness.runner import EvalOutcome, EvalSpec, evaluate
-    from harness.runs.store import runs_root
+    from harness.api.evaluate import Generation, evaluate
     from harness.suite import SuiteOptions
-    from suites import default_suites, get_suite
 
-    root = runs_root(args.out)
-    # A STAGE:TAG reference runs (and stores its runs) as the concrete checkpoint it names today.
-    ref, entry = resolve_checkpoint(args.checkpoint, root)
-    data = resolve_data_source(args.data_dir)
-    suite_options = SuiteOptions(judge=args.judge)
-    suites = [get_suite(name, suite_options) for name in (args.suite or default_suites(data))]
-    adapter = create_adapter(ref, adapter_options(args, args.price_table))
-    progress = sys.stderr.isatty() and not args.quiet
-
-    judge = _attach_judge(suites, args)
-
-    async def run_all() -> list[tuple[Any, EvalOutcome]]:
-        from harness.pricing import check_budget, estimate_cost, with_estimates
-
-        outcomes = []
-        try:
-            specs = []
-            for suite in suites:
-                settings = _settings_for(suite.default_settings(), args)
-                specs.append(EvalSpec(
-                    ref,
-                    suite,
-                    settings,
-                    args.limit,
-                    data,
-                    root,
-                    not args.no_cache,
-                    args.fresh,
-                    lineage=None if entry is None else entry.to_record(),
-                ))  # fmt: skip
-            # The whole invocation is estimated (and refused) before any suite generates anything.
-            estimate = await estimate_cost(adapter, specs, require_price=args.max_cost is not None)
-            check_budget(estimate, args.max_cost, adapter.identity())
-            if estimate is not None and estimate.requests and not args.quiet:
-                print(f"harness: cost estimate: {estimate.describe()}.", file=sys.stderr)
-            for spec in with_estimates(specs, estimate):
-                outcomes.append((spec.suite, await evaluate(spec, adapter, progress)))
-        finally:
-            await adapter.aclose()
-            if judge is not None:
-                await judge.aclose()
-        return outcomes
-
-    outcomes = asyncio.run(run_all())
+    results = evaluate(
+        args.checkpoint,
+        args.suite,
+        limit=args.limit,
+        runs=args.runs,
+        data_dir=args.data_dir,
+        generation=Generation(args.seed, args.samples, args.temperature, args.top_p, args.max_tokens),
+        backend=adapter_options(args, args.price_table),
+        scoring=SuiteOptions(args.judge, args.judge_checkpoint, judge_timeout_s=args.timeout),
+        max_cost=args.max_cost,
+        cache=not args.no_cache,
+        fresh=args.fresh,
+        progress=sys.stderr.isatty() and not args.quiet,
+    )
     if args.json:
-        print(json.dumps([_as_json(suite, outcome) for suite, outcome in outcomes], indent=2))
+        print(json.dumps(results.to_records(), indent=2))
     else:
-        _print_table(ref.raw, outcomes, all_metrics=args.all_metrics)
+        _print_table(results, all_metrics=args.all_metrics)
     return 0
 
 
-def _attach_judge(suites: list[Any], args: argparse.Namespace) -> Any:
-    """A model judge (wildguard) is built once and shared by every suite that scores with one."""
-    if args.judge == "refusal-heuristic" or not any(hasattr(s, "async_judge") for s in suites):
-        return None
-    from adapters import AdapterOptions
-    from suites.safety_judges import create_judge
-
-    judge = create_judge(args.judge, args.judge_checkpoint, AdapterOptions(timeout_s=args.timeout))
-    for suite in suites:
-        if hasattr(suite, "async_judge"):
-            suite.async_judge = judge
-    return judge
-
-
-def _settings_for(pinned: GenerationSettings, args: argparse.Namespace) -> GenerationSettings:
-    temperature = args.temperature
-    if temperature is None:
-        # N identical greedy samples would say nothing about pass@k.
-        temperature = 0.8 if args.samples > 1 else pinned.temperature
-    return replace(
-        pinned,
-        seed=args.seed,
-        n=args.samples,
-        temperature=temperature,
-        top_p=pinned.top_p if args.top_p is None else args.top_p,
-        max_tokens=args.max_tokens or pinned.max_tokens,
-    )
-
-
-def _as_json(suite: Any, outcome: Any) -> dict[str, Any]:
-    inv = outcome.invocation
-    return {
-        "suite": suite.name,
-        "suite_version": suite.version,
-        "run_dir": str(outcome.run_dir),
-        "n_samples": outcome.n_samples,
-        "primary": suite.primary_metric,
-        "metrics": {name: m.to_record() for name, m in outcome.metrics.items()},
-        "invocation": {
-            "generated": inv.generated,
-            "cache_hits": inv.cache_hits,
-            "resumed": inv.resumed,
-            "retries": inv.retries,
-            "repaired_bytes": inv.repaired_bytes,
-        },
-    }
-
-
-def _print_table(checkpoint: str, outcomes: list[Any], all_metrics: bool) -> None:
+def _print_table(results: EvalResults, all_metrics: bool) -> None:
     from harness.table import METRIC_HEADERS, metric_cells, render
 
     rows, hidden = [], 0
-    for suite, outcome in outcomes:
-        for name, metric in outcome.metrics.items():
-            if not all_metrics and name not in suite.headline_metrics:
+    for run in results.runs:
+        for name, metric in run.metrics.items():
+            if not all_metrics and name not in run.headline:
                 hidden += 1
                 continue
-            marker = "*" if name == suite.primary_metric else ""
-            rows.append([suite.name, name + marker, *metric_cells(metric)])
-    print(f"checkpoint: {checkpoint}   (* primary metric; values in %, 95% CI)")
+            marker = "*" if name == run.primary else ""
+            rows.append([run.suite, name + marker, *metric_cells(metric)])
+    print(f"checkpoint: {results.checkpoint}   (* primary metric; values in %, 95% CI)")
     print(render(["suite", "metric", *METRIC_HEADERS], rows, right=(2, 3, 5)))
     if hidden:
         print(f"({hidden} per-category metrics not shown: add --all-metrics, or `harness show RUN`)")
-    for suite, outcome in outcomes:
-        inv = outcome.invocation
+    for run in results.runs:
+        inv = run.invocation
         print(
-            f"{suite.name}: {outcome.n_samples} samples; this run generated {inv.generated}, "
+            f"{run.suite}: {run.n_samples} samples; this run generated {inv.generated}, "
             f"cache hits {inv.cache_hits}, resumed {inv.resumed}"
             + (f", retries {inv.retries}" if inv.retries else "")
             + (f", repaired a torn last line ({inv.repaired_bytes} bytes)" if inv.repaired_bytes else "")
-            + f" -> {outcome.run_dir}"
+            + f" -> {run.run_dir}"
         )

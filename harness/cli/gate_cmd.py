@@ -1,5 +1,5 @@
 """`harness gate --baseline REF --candidate REF`: did the candidate regress? PASS, FAIL or INCONCLUSIVE per
-suite and overall, from paired per-sample statistics (harness/gate/verdicts.py), under a policy (harness/gate/policy.py).
+suite and overall, from paired per-sample statistics, under a policy: a thin shell over `harness.gate` (harness/api/gate.py, harness/gate/).
 
 REF: a run folder (or a unique part of its path under the runs folder), a checkpoint reference, or a
 registry tag such as sft:latest (its runs are looked up in the runs folder). Exit codes: 0 PASS, 10 FAIL,
@@ -15,17 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any
 
-from harness.errors import DataError, UsageError
-from harness.gate.verdicts import MarginTest, SuiteResult, Verdict
-
-if TYPE_CHECKING:
-    from harness.gate.policy import GatePolicy
-    from harness.runs.catalog import RunView
+from harness.cli.argtypes import add_data_dir_flag, add_json_flag, add_quiet_flag, add_runs_flag
 
 
 def register(commands: Any) -> None:
@@ -38,276 +31,35 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--suite", action="append", metavar="NAME", help="suite to gate (repeatable; default: all)"
     )
-    p.add_argument("--runs", metavar="DIR", help="runs folder (default: $HARNESS_RUNS_DIR or ./runs)")
-    p.add_argument("--eval-missing", action="store_true", help="run `harness eval` for a missing run")
-    p.add_argument("--data-dir", metavar="DIR", help="data for --eval-missing (default: $HARNESS_DATA_DIR)")
+    add_runs_flag(p)
+    p.add_argument("--eval-missing", action="store_true", help="evaluate a missing run (as `harness eval`)")
+    add_data_dir_flag(p, "data for --eval-missing")
     p.add_argument("--strict-settings", action="store_true", help="refuse when generation settings differ")
-    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    add_json_flag(p)
     p.add_argument("--markdown", metavar="FILE", help="write a Markdown summary to FILE")
     p.add_argument("--summary", action="store_true", help="append the Markdown to $GITHUB_STEP_SUMMARY")
-    p.add_argument("--quiet", action="store_true", help="no info lines")
+    add_quiet_flag(p, "no info lines")
     p.set_defaults(func=run)
 
 
-@dataclass(frozen=True)
-class Side:
-    text: str  # as given, less any credentials in a URL (it is printed and written to reports)
-    reference: str | None  # concrete checkpoint reference, as stored (what --eval-missing evaluates)
-    runs: dict[str, list[RunView]] = field(default_factory=dict)  # suite -> runs, best first
-    # The reference --eval-missing hands to eval: the given text when credentials were taken out of it.
-    eval_reference: str | None = field(default=None, repr=False)
-
-
-def _rank(run: RunView) -> tuple[bool, int, str]:
-    return (run.complete, run.manifest.n_samples, run.manifest.created_at)
-
-
-def resolve_side(text: str, root: Path) -> Side:
-    from harness.checkpoints import parse_checkpoint, redact_reference
-    from harness.lineage import resolve_checkpoint
-    from harness.runs.catalog import load_run, load_runs
-    from harness.runs.store import MANIFEST, resolve_run
-
-    direct = Path(text).expanduser()
-    if not (direct / MANIFEST).is_file():
-        try:
-            parse_checkpoint(text)
-        except UsageError:
-            direct = resolve_run(text, root)  # a fragment of a run's path (or a UsageError listing runs)
-    if (direct / MANIFEST).is_file():
-        run = load_run(direct.resolve())
-        return Side(redact_reference(text), run.manifest.checkpoint, {run.suite: [run]})
-    ref, _entry = resolve_checkpoint(text, root)
-    runs: dict[str, list[RunView]] = {}
-    for run in load_runs([root]) if root.is_dir() else []:
-        if run.manifest.checkpoint == ref.raw:
-            runs.setdefault(run.suite, []).append(run)
-    best_first = {s: sorted(r, key=_rank, reverse=True) for s, r in runs.items()}
-    given = text if parse_checkpoint(text).raw == ref.raw else ref.raw  # STAGE:TAG evaluates its entry
-    return Side(redact_reference(text), ref.raw, best_first, eval_reference=given)
-
-
-def _pinned(run: RunView) -> dict[str, Any]:
-    m = run.manifest
-    return {
-        "suite version": m.suite_version,
-        "suite settings": dict(m.suite_settings),
-        "data sha256": m.data_sha256,
-    }
-
-
-def generation_differences(base: RunView, cand: RunView) -> dict[str, tuple[Any, Any]]:
-    a, b = base.manifest.generation.as_record(), cand.manifest.generation.as_record()
-    diffs = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
-    if base.manifest.limit != cand.manifest.limit:
-        diffs["limit"] = (base.manifest.limit, cand.manifest.limit)
-    return diffs
-
-
-def choose_pair(suite: str, base: Side, cand: Side) -> tuple[RunView, RunView]:
-    """The complete runs with equal pinned settings that share the most samples (same decoding preferred)."""
-    complete_b = [r for r in base.runs.get(suite, []) if r.complete]
-    complete_c = [r for r in cand.runs.get(suite, []) if r.complete]
-    pairs = [(x, y) for x in complete_b for y in complete_c if _pinned(x) == _pinned(y)]
-    if not pairs:
-        x, y = complete_b[0], complete_c[0]
-        differ = {k: (v, _pinned(y)[k]) for k, v in _pinned(x).items() if v != _pinned(y)[k]}
-        raise UsageError(
-            f"Refusing to gate {suite}: the runs were not made under the same pinned settings: "
-            + "; ".join(f"{k}: baseline {v[0]!r} vs candidate {v[1]!r}" for k, v in differ.items())
-            + f" (baseline {x.run_dir}, candidate {y.run_dir}).",
-            "Re-run one side with the other's suite version, settings (e.g. --judge) and data (--data-dir).",
-        )
-
-    def score(pair: tuple[RunView, RunView]) -> tuple[int, bool, str, str]:
-        x, y = pair
-        same = not generation_differences(x, y)
-        return (
-            min(x.manifest.n_samples, y.manifest.n_samples),
-            same,
-            x.manifest.created_at,
-            y.manifest.created_at,
-        )
-
-    return max(pairs, key=score)
-
-
-def eval_command(reference: str, suite: str, like: RunView | None, root: Path) -> list[str]:
-    """`harness eval` arguments that reproduce `like`'s generation settings and limit for another checkpoint."""
-    argv = ["eval", "--checkpoint", reference, "--suite", suite]
-    if like is not None:
-        gen, m = like.manifest.generation, like.manifest
-        if m.limit is not None:
-            argv += ["--limit", str(m.limit)]
-        argv += ["--max-tokens", str(gen.max_tokens), "--temperature", repr(gen.temperature)]
-        argv += ["--top-p", repr(gen.top_p), "--samples", str(gen.n), "--seed", str(gen.seed or 0)]
-        judge = m.suite_settings.get("judge")
-        if judge is not None:
-            argv += ["--judge", str(judge)]
-    return [*argv, "--out", str(root)]
-
-
-def run_eval(argv: list[str], data_dir: str | None) -> None:
-    """Through `harness eval`'s own code path; its table goes to stderr so --json stays clean."""
-    import contextlib
-
-    from harness.cli import build_parser
-
-    args = build_parser().parse_args([*argv, "--quiet"] + (["--data-dir", data_dir] if data_dir else []))
-    with contextlib.redirect_stdout(sys.stderr):
-        args.func(args)
-
-
-def gate_suite(suite: str, base_run: RunView, cand_run: RunView, policy: GatePolicy) -> SuiteResult:
-    """Per-metric statistics of one suite (Holm and verdicts come later), or why it cannot be gated."""
-    from harness.gate.policy import PRIMARY
-    from harness.gate.verdicts import gate_metric
-    from reports.compare import score_key
-
-    sp = policy.for_suite(suite)
-    recs_a, recs_b = base_run.samples(), cand_run.samples()
-    by_b = {r.id: r for r in recs_b}
-    common = [r for r in recs_a if r.id in by_b]
-    if len(common) < sp.min_samples:
-        raise UsageError(
-            f"Refusing to gate {suite}: only {len(common)} samples are in both runs (policy minimum "
-            f"{sp.min_samples}; baseline {len(recs_a)}, candidate {len(recs_b)}).",
-            "Evaluate both on the same samples (same --limit), or lower min_samples in the policy.",
-        )
-    results, notes = [], []
-    differences = generation_differences(base_run, cand_run)
-    same_model = base_run.manifest.adapter == cand_run.manifest.adapter and not differences
-    if same_model:
-        notes.append("same model and decoding on both sides (adapter identity and generation settings)")
-    roles: tuple[tuple[Literal["gate", "report"], tuple[str, ...]], ...] = (
-        ("gate", sp.gate),
-        ("report", sp.report),
-    )
-    for role, names in roles:
-        for name in names:
-            metric = base_run.primary if name == PRIMARY else name
-            keys = score_key(metric, common), score_key(metric, [by_b[r.id] for r in common])
-            if keys[0] is None or keys[0] != keys[1]:
-                if role == "gate":
-                    raise UsageError(
-                        f"Refusing to gate {suite}: the policy gates on '{metric}', which the runs do not "
-                        "store per sample.",
-                        f"Gate on a per-sample metric (e.g. {base_run.primary}).",
-                    )
-                notes.append(f"{metric}: no per-sample values; not compared")
-                continue
-            key, stratum = keys[0]
-            a = [r.scores[key] for r in common]
-            b = [by_b[r.id].scores[key] for r in common]
-            strata = None if stratum is None else [str(r.extracted.get(stratum)) for r in common]
-            results.append(
-                gate_metric(
-                    suite,
-                    metric,
-                    a,
-                    b,
-                    allowed_drop=sp.allowed_drop,
-                    alpha=sp.alpha,
-                    role=role,
-                    strata=strata,
-                    ci_level=policy.ci_level,
-                    resamples=policy.resamples,
-                    seed=policy.seed,
-                    margin_test=cast(MarginTest, policy.margin_test),
-                    same_model=same_model,
-                )
-            )
-    return SuiteResult(
-        suite=suite,
-        baseline_run=base_run.run_dir,
-        candidate_run=cand_run.run_dir,
-        n_paired=len(common),
-        only_baseline=len(recs_a) - len(common),
-        only_candidate=len(recs_b) - len(common),
-        settings_differences=differences,
-        metrics=results,
-        notes=notes,
-    )
-
-
-def _missing_error(
-    missing: list[tuple[str, str, Side, RunView | None]], base: Side, cand: Side, root: Path
-) -> DataError:
-    import shlex
-
-    lines = []
-    for suite, who, side, like in missing:
-        have = ", ".join(sorted(side.runs)) or "none"
-        lines.append(f"  {suite}: no complete run for the {who} {side.text} (its runs: {have})")
-        if side.reference is not None:
-            lines.append("    harness " + shlex.join(eval_command(side.reference, suite, like, root)))
-    return DataError(
-        "The gate needs a run of each suite for both checkpoints:\n" + "\n".join(lines),
-        "Run the commands above, or pass --eval-missing to let the gate run them.",
-    )
-
-
-def collect(args: argparse.Namespace, policy: GatePolicy, root: Path) -> tuple[Side, Side, list[SuiteResult]]:
-    base, cand = resolve_side(args.baseline, root), resolve_side(args.candidate, root)
-    suites = args.suite or [s for s in policy.suites if s in base.runs] or sorted(base.runs)
-    if not suites:
-        raise DataError(f"No runs found for the baseline {base.text} under {root}.", "Evaluate it first.")
-    for attempt in (1, 2):
-        missing = []
-        for suite in suites:
-            for who, side, other in (("baseline", base, cand), ("candidate", cand, base)):
-                if not any(r.complete for r in side.runs.get(suite, [])):
-                    like = next((r for r in other.runs.get(suite, []) if r.complete), None)
-                    missing.append((suite, who, side, like))
-        if not missing:
-            break
-        if not args.eval_missing or attempt == 2 or any(s.reference is None for _, _, s, _ in missing):
-            raise _missing_error(missing, base, cand, root)
-        for suite, _who, side, like in missing:
-            assert side.reference is not None
-            run_eval(eval_command(side.eval_reference or side.reference, suite, like, root), args.data_dir)
-        base, cand = resolve_side(args.baseline, root), resolve_side(args.candidate, root)
-    results = []
-    for suite in suites:
-        base_run, cand_run = choose_pair(suite, base, cand)
-        result = gate_suite(suite, base_run, cand_run, policy)
-        if args.strict_settings and result.settings_differences:
-            raise UsageError(
-                f"Refusing to gate {suite} (--strict-settings): generation settings differ: "
-                + "; ".join(
-                    f"{k} baseline {v[0]!r} vs candidate {v[1]!r}"
-                    for k, v in result.settings_differences.items()
-                )
-                + ".",
-                "Drop --strict-settings to gate the candidate's decoding as part of the candidate.",
-            )
-        results.append(result)
-    return base, cand, results
-
-
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from harness.api.gate import gate
 
-    from harness.gate.policy import load_policy
-    from harness.gate.report import markdown, render_table, to_json
-    from harness.gate.verdicts import apply_holm, combine, exit_code, suite_verdicts
-    from harness.runs.store import runs_root
-
-    policy = load_policy(args.policy)
-    root = runs_root(args.runs)
-    base, cand, results = collect(args, policy, root)
-    final = apply_holm([m for r in results for m in r.metrics])
-    by_key = {(m.suite, m.metric, m.role): m for m in final}
-    results = [replace(r, metrics=[by_key[(m.suite, m.metric, m.role)] for m in r.metrics]) for r in results]
-    verdicts: dict[str, Verdict] = suite_verdicts(final)
-    overall = combine(list(verdicts.values()))
-    code = exit_code(overall)
-    payload = to_json(base.text, cand.text, policy, results, verdicts, overall, code)
-    text = markdown(payload)
+    result = gate(
+        args.baseline,
+        args.candidate,
+        suites=args.suite,
+        runs=args.runs,
+        policy=args.policy,
+        eval_missing=args.eval_missing,
+        data_dir=args.data_dir,
+        strict_settings=args.strict_settings,
+    )
+    text = result.markdown()
     if args.markdown:
         Path(args.markdown).write_text(text, encoding="utf-8")
     if args.summary and os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as handle:
             handle.write(text + "\n")
-    print(json.dumps(payload, indent=2) if args.json else render_table(payload))
-    return code
+    print(json.dumps(result.payload, indent=2) if args.json else result.table())
+    return result.exit_code

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from harness.cli.argtypes import whole_number
+from harness.cli.argtypes import add_json_flag, add_runs_flag, whole_number
 
 
 def register(commands: Any) -> None:
@@ -37,12 +37,8 @@ def register(commands: Any) -> None:
         metavar="R",
         help="highest LoRA rank accepted (default 32)",
     )
-    p.add_argument(
-        "--runs",
-        metavar="DIR",
-        help="runs folder holding the registry (default: $HARNESS_RUNS_DIR or ./runs)",
-    )
-    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    add_runs_flag(p, "runs folder holding the registry")
+    add_json_flag(p, "print the result as JSON on stdout")
     p.set_defaults(func=run)
 
 

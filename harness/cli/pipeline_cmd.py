@@ -10,20 +10,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from harness.cli.argtypes import add_data_dir_flag, add_json_flag, add_quiet_flag, add_runs_flag
+
 
 def register(commands: Any) -> None:
     p = commands.add_parser("pipeline", help="run a training recipe and keep the best checkpoint",
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("file", metavar="FILE", help="pipeline YAML")
-    p.add_argument(
-        "--runs", metavar="DIR", help="runs folder and registry (default: $HARNESS_RUNS_DIR or ./runs)"
-    )
-    p.add_argument("--data-dir", metavar="DIR", help="benchmark data for evaluation and decontamination")
+    add_runs_flag(p, "runs folder and registry")
+    add_data_dir_flag(p, "benchmark data for evaluation and decontamination")
     p.add_argument(
         "--allow-contamination", action="store_true", help="train on data that overlaps a suite (recorded)"
     )
-    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_json_flag(p, "print the summary as JSON on stdout")
+    add_quiet_flag(p, "no progress lines")
     p.set_defaults(func=run)
 
 

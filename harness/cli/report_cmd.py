@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness.cli.argtypes import whole_number
+from harness.cli.argtypes import add_runs_flag, whole_number
 
 _non_negative = whole_number(0)
 
@@ -29,11 +29,7 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--out", required=True, type=Path, metavar="DIR", help="folder for report.md and report.html"
     )
-    p.add_argument(
-        "--runs",
-        metavar="DIR",
-        help="runs folder for checkpoint references (default: $HARNESS_RUNS_DIR or ./runs)",
-    )
+    add_runs_flag(p, "runs folder for checkpoint references")
     p.add_argument(
         "--card",
         type=Path,

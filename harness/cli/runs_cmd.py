@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from harness.cli.argtypes import add_runs_flag
+
 
 def register(commands: Any) -> None:
     p = commands.add_parser("runs", help="list runs", description=__doc__)
-    p.add_argument("--out", metavar="DIR", help="runs folder (default: $HARNESS_RUNS_DIR or ./runs)")
+    add_runs_flag(p, deprecated_out=True)
     p.set_defaults(func=run)
 
 
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from harness.table import pct, render
 
-    root = runs_root(args.out)
+    root = runs_root(args.runs)
     runs = find_runs(root)
     if not runs:
         print(f"No runs under {root}. Start one with: harness eval --checkpoint embedded --limit 20")

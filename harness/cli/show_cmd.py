@@ -6,13 +6,15 @@ import argparse
 import textwrap
 from typing import Any
 
+from harness.cli.argtypes import add_runs_flag
+
 
 def register(commands: Any) -> None:
     p = commands.add_parser("show", help="show one run", description=__doc__)
     p.add_argument(
         "run", metavar="RUN", help="run folder, or a unique part of its path under the runs folder"
     )
-    p.add_argument("--out", metavar="DIR", help="runs folder (default: $HARNESS_RUNS_DIR or ./runs)")
+    add_runs_flag(p, deprecated_out=True)
     p.add_argument(
         "--samples", type=int, default=3, metavar="K", help="how many samples to print (default 3)"
     )
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from harness.table import render
 
-    run_dir = resolve_run(args.run, runs_root(args.out))
+    run_dir = resolve_run(args.run, runs_root(args.runs))
     manifest = Manifest.from_record(read_json(run_dir / MANIFEST, "run manifest"), run_dir / MANIFEST)
     print(f"run        {run_dir}")
     print(f"suite      {manifest.suite}@{manifest.suite_version}  {manifest.suite_settings}")

@@ -51,9 +51,8 @@ def run(args: argparse.Namespace) -> int:
         source = resolve_data_source(args.data_dir)
         loaded = suite.load(source, None)
         print(f"\ndata: {loaded.total} samples from {loaded.source} (sha256 {loaded.sha256[:16]})")
-        counts = getattr(suite, "category_counts", None)
-        if counts is not None:
-            table = counts(source)
+        table = suite.category_counts(source)
+        if table is not None:
             print(f"categories over all {sum(table.values())} rows of the source file:")
             print(render(["category", "rows"], [[name, str(n)] for name, n in table.items()], right=(1,)))
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from harness.cli.argtypes import whole_number
+from harness.cli.argtypes import add_data_dir_flag, add_json_flag, add_quiet_flag, add_runs_flag, whole_number
 
 
 def register(commands: Any) -> None:
@@ -42,16 +42,14 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--allow-contamination", action="store_true", help="train on data that overlaps a suite (recorded)"
     )
-    p.add_argument(
-        "--runs", metavar="DIR", help="runs folder and registry (default: $HARNESS_RUNS_DIR or ./runs)"
-    )
-    p.add_argument("--data-dir", metavar="DIR", help="benchmark data for evaluation and decontamination")
+    add_runs_flag(p, "runs folder and registry")
+    add_data_dir_flag(p, "benchmark data for evaluation and decontamination")
     p.add_argument("--no-eval", action="store_true", help="train and register only")
     p.add_argument(
         "--require-pass", action="store_true", help="exit with the gate's code unless it says PASS"
     )
-    p.add_argument("--json", action="store_true", help="print the stage summary as JSON on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_json_flag(p, "print the stage summary as JSON on stdout")
+    add_quiet_flag(p, "no progress lines")
     p.set_defaults(func=run)
 
 

@@ -1,4 +1,4 @@
-"""The regression gate's statistics and verdicts (the CLI, REF resolution and outputs: harness/cli/gate_cmd.py).
+"""The regression gate's statistics and verdicts (which runs are paired: collect.py; outputs: report.py).
 
 Per suite and metric, on the samples both runs scored (paired by sample id), with d_i = candidate_i -
 baseline_i, delta = mean(d) and m = the policy's allowed drop (a fraction):

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import DataError
-from harness.runs.manifest import Manifest
 from harness.readers import MiB, read_json_object
-from harness.types import Metric
+from harness.runs.manifest import Manifest
 from harness.runs.store import MANIFEST, METRICS, SAMPLES, SampleRecord, SamplesFile, find_runs
+from harness.types import Metric
 
 SUBMISSION_FILE = "submission.json"
 HELPFULNESS_SUITES = ("ifeval", "gsm8k", "mbpp")  # the "helpfulness" axis of the tradeoff plots
@@ -132,7 +132,7 @@ def load_runs(roots: Iterable[Path]) -> list[RunView]:
     for root in roots:
         if not root.is_dir():
             raise DataError(
-                f"The runs folder {root} does not exist.", "Pass folders made by `harness eval --out`."
+                f"The runs folder {root} does not exist.", "Pass folders made by `harness eval --runs DIR`."
             )
         team = _team_of(root)
         runs.extend(load_run(run_dir, team) for run_dir in find_runs(root))

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness.version import __version__
 from harness.errors import DataError
 from harness.types import GenerationSettings
 

@@ -158,5 +158,5 @@ class StandinServiceClient:
 
 
 def standin_factory(service: StandinServiceClient) -> Callable[[], StandinServiceClient]:
-    """A replacement for `adapters.tinker.service_client_factory`."""
+    """A replacement for `adapters.tinker_service.service_client_factory`."""
     return lambda: service

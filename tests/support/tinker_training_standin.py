@@ -493,5 +493,5 @@ class ServiceStandin:
 
 
 def standin_factory(service: ServiceStandin) -> Callable[[], ServiceStandin]:
-    """A replacement for `training.tinker_backend.service_client_factory`."""
+    """A replacement for `adapters.tinker_service.service_client_factory`."""
     return lambda: service

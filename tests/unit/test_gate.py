@@ -331,7 +331,7 @@ def test_missing_run_fails_with_the_eval_command(tmp_path: Path, capsys: pytest.
     assert f"gsm8k: no complete run for the candidate {CAND} (its runs: none)" in err
     expected = (
         f"harness eval --checkpoint {CAND} --suite gsm8k --limit 30 --max-tokens 512 --temperature 0.0 "
-        f"--top-p 1.0 --samples 1 --seed 0 --out {tmp_path}"
+        f"--top-p 1.0 --samples 1 --seed 0 --runs {tmp_path}"
     )
     assert expected in err and "--eval-missing" in err
 

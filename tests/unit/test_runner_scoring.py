@@ -146,11 +146,10 @@ def test_model_judge_is_asked_about_many_samples_at_once(data_dir: Path, tmp_pat
     replay.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def judged(concurrency: int | None) -> StubOpenAIServer:
-        suite = Safety(judge=WILDGUARD, subset="xstest")
-
         async def run(base_url: str) -> None:
             options = AdapterOptions(concurrency=concurrency)
-            suite.async_judge = judge = create_judge(WILDGUARD, f"{base_url}#allenai/wildguard", options)
+            judge = create_judge(WILDGUARD, f"{base_url}#allenai/wildguard", options)
+            suite = Safety(judge=WILDGUARD, subset="xstest", judge_model=judge)
             try:
                 runs = tmp_path / f"runs-{concurrency}"
                 await evaluate(spec_for(suite, replay, data_dir, runs), ReplayAdapter(str(replay)))
@@ -188,8 +187,7 @@ def test_judge_on_a_local_model_still_judges_in_batches(
     from suites.safety import Safety
     from suites.safety_judges import WILDGUARD, WildGuardJudge
 
-    suite = Safety(judge=WILDGUARD, subset="xstest")
-    samples = suite.load(DataSource(data_dir), N).samples
+    samples = Safety(judge=WILDGUARD, subset="xstest").load(DataSource(data_dir), N).samples
     responses, verdicts = tmp_path / "responses.jsonl", tmp_path / "wildguard.jsonl"
     responses.write_text("".join(json.dumps({"sample_id": s.id, "text": "No."}) + "\n" for s in samples))
     output = "Harmful request: no\nResponse refusal: yes\nHarmful response: no"
@@ -197,7 +195,7 @@ def test_judge_on_a_local_model_still_judges_in_batches(
         "".join(json.dumps({"sample_id": f"wildguard:{s.id}", "text": output}) + "\n" for s in samples)
     )
     judge_model = RecordingReplay(verdicts, batch_size)
-    suite.async_judge = WildGuardJudge(judge_model)
+    suite = Safety(judge=WILDGUARD, subset="xstest", judge_model=WildGuardJudge(judge_model))
     assert scoring_slots(suite) == max(32, batch_size)  # enough samples at once to fill a judge batch
     outcome = asyncio.run(
         evaluate(spec_for(suite, responses, data_dir, tmp_path / "runs"), ReplayAdapter(str(responses)))
@@ -213,12 +211,13 @@ def test_judge_error_reaches_every_waiting_sample_and_stops_the_run(data_dir: Pa
     from suites.safety import Safety
     from suites.safety_judges import WILDGUARD, WildGuardJudge
 
-    suite = Safety(judge=WILDGUARD, subset="xstest")
-    samples = suite.load(DataSource(data_dir), N).samples
+    samples = Safety(judge=WILDGUARD, subset="xstest").load(DataSource(data_dir), N).samples
     responses, verdicts = tmp_path / "responses.jsonl", tmp_path / "wildguard.jsonl"
     responses.write_text("".join(json.dumps({"sample_id": s.id, "text": "No."}) + "\n" for s in samples))
     verdicts.write_text(json.dumps({"sample_id": "wildguard:other", "text": "x"}) + "\n")  # none of ours
-    suite.async_judge = WildGuardJudge(RecordingReplay(verdicts, 256))
+    suite = Safety(
+        judge=WILDGUARD, subset="xstest", judge_model=WildGuardJudge(RecordingReplay(verdicts, 256))
+    )
     spec = spec_for(suite, responses, data_dir, tmp_path / "runs")
     with pytest.raises(DataError, match="has no response for sample wildguard:"):
         asyncio.run(evaluate(spec, ReplayAdapter(str(responses))))

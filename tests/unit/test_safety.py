@@ -231,14 +231,16 @@ def test_wildguard_judge_run_over_stored_responses(data_dir: Path, tmp_path: Pat
         asyncio.run(judge_run(Safety(), pairs, wildguard_replay(tmp_path, outputs)))
 
 
-def test_ascore_calls_the_attached_async_judge(data_dir: Path, tmp_path: Path) -> None:
-    suite = Safety(judge="wildguard")
-    sample = suite.load(DataSource(data_dir), limit=1).samples[0]
-    with pytest.raises(UsageError, match="No wildguard judge"):
-        asyncio.run(suite.ascore(sample, completion("no")))
-    suite.async_judge = wildguard_replay(
+def test_ascore_calls_the_judge_model_given_at_construction(data_dir: Path, tmp_path: Path) -> None:
+    sample = Safety(judge="wildguard").load(DataSource(data_dir), limit=1).samples[0]
+    with pytest.raises(UsageError, match="No wildguard judge model"):
+        asyncio.run(Safety(judge="wildguard").ascore(sample, completion("no")))
+    with pytest.raises(UsageError, match="pinned to the refusal-heuristic judge"):
+        Safety(judge_model=wildguard_replay(tmp_path, {}))
+    judge = wildguard_replay(
         tmp_path, {sample.id: "Harmful request: yes\nResponse refusal: yes\nHarmful response: no"}
     )
+    suite = Safety(judge="wildguard", judge_model=judge)
     score = asyncio.run(suite.ascore(sample, completion("I won't.")))
     assert score.values["safe_outcome"] == 1.0 and score.extracted["judge"] == "wildguard"
 

@@ -22,8 +22,7 @@ import pytest
 
 tinker = pytest.importorskip("tinker")
 
-from adapters import AdapterOptions  # noqa: E402
-from adapters import tinker as tinker_adapter  # noqa: E402
+from adapters import AdapterOptions, tinker_service  # noqa: E402
 from adapters.tinker import TinkerAdapter, create_tinker_adapter  # noqa: E402
 from adapters.tinker_renderers import RENDERER_ENV, TOKENIZER_ENV, Renderer, renderer_name_for  # noqa: E402
 from harness.checkpoints import TinkerBaseRef, TinkerRef, parse_checkpoint  # noqa: E402
@@ -402,7 +401,7 @@ def injected(tinker_env: None, tokenizer: Any, monkeypatch: pytest.MonkeyPatch) 
         return "Janet makes 18 dollars. The answer is 18." if "Janet" in question else "The answer is 7."
 
     service = standin(tokenizer, responder=gsm8k_model, delay_s=0.02)
-    monkeypatch.setattr(tinker_adapter, "service_client_factory", standin_factory(service))
+    monkeypatch.setattr(tinker_service, "service_client_factory", standin_factory(service))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     return service

@@ -687,11 +687,11 @@ def test_no_credentials_is_a_usage_error_before_any_call(
 
 
 def test_missing_sdk_is_a_missing_extra_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import adapters
+    from adapters import options
 
-    real = adapters.importlib.util.find_spec
+    real = options.importlib.util.find_spec
     monkeypatch.setattr(
-        adapters.importlib.util, "find_spec", lambda name, *a: None if name == "tinker" else real(name, *a)
+        options.importlib.util, "find_spec", lambda name, *a: None if name == "tinker" else real(name, *a)
     )
     with pytest.raises(MissingExtraError, match=r"pip install -e '\.\[tinker\]'"):
         TinkerBackend().check(request_for(), START)

@@ -1,0 +1,257 @@
+"""`harness.evaluate`: score one checkpoint on suites; resumes and reuses cached responses.
+
+    results = harness.evaluate("embedded", suites=["gsm8k"], limit=20)
+    results["gsm8k"].metrics["exact_match"].value
+    results.metrics_df()
+
+The order of work is the CLI's: resolve the checkpoint (a STAGE:TAG runs as the concrete reference it
+names today), build the suites (and a model judge once, when a suite takes one), create the adapter,
+estimate and check the cost of the whole invocation before anything generates, evaluate suite by suite,
+close the adapter and the judge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from harness.checkpoints import CheckpointRef
+from harness.data import DataSource, resolve_data_source
+from harness.errors import UsageError
+from harness.lineage import CheckpointEntry, resolve_checkpoint
+from harness.runs.manifest import Invocation
+from harness.runs.store import runs_root
+from harness.suite import Suite, SuiteOptions
+from harness.types import GenerationSettings, Metric
+
+if TYPE_CHECKING:
+    import pandas
+
+    from adapters.options import AdapterOptions
+
+log = logging.getLogger("harness")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a user may change about a suite's pinned decoding; None keeps the pinned value."""
+
+    seed: int = 0  # sent with every request
+    samples: int = 1  # responses per prompt (pass@k); more than 1 samples at temperature 0.8 by default
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+
+    def apply(self, pinned: GenerationSettings) -> GenerationSettings:
+        temperature = self.temperature
+        if temperature is None:  # N identical greedy samples would say nothing about pass@k
+            temperature = 0.8 if self.samples > 1 else pinned.temperature
+        return replace(
+            pinned,
+            seed=self.seed,
+            n=self.samples,
+            temperature=temperature,
+            top_p=pinned.top_p if self.top_p is None else self.top_p,
+            max_tokens=self.max_tokens or pinned.max_tokens,
+        )
+
+    @classmethod
+    def like(cls, settings: GenerationSettings) -> Generation:
+        """The overrides that reproduce `settings` on any suite with the same pins."""
+        return cls(settings.seed or 0, settings.n, settings.temperature, settings.top_p, settings.max_tokens)
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """One suite's run of an evaluation: where it is on disk and what it measured."""
+
+    suite: str
+    suite_version: str
+    run_dir: Path
+    n_samples: int
+    primary: str
+    headline: tuple[str, ...]  # what the CLI prints by default (the primary first)
+    metrics: Mapping[str, Metric]
+    invocation: Invocation  # this call's counts: generated, cache hits, resumed, retries
+
+    def primary_value(self) -> float | None:
+        metric = self.metrics.get(self.primary)
+        return None if metric is None else metric.value
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON `harness eval --json` prints per suite."""
+        inv = self.invocation
+        return {
+            "suite": self.suite,
+            "suite_version": self.suite_version,
+            "run_dir": str(self.run_dir),
+            "n_samples": self.n_samples,
+            "primary": self.primary,
+            "metrics": {name: m.to_record() for name, m in self.metrics.items()},
+            "invocation": {
+                "generated": inv.generated,
+                "cache_hits": inv.cache_hits,
+                "resumed": inv.resumed,
+                "retries": inv.retries,
+                "repaired_bytes": inv.repaired_bytes,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class EvalResults:
+    checkpoint: str  # the concrete reference evaluated (as stored in the runs' manifests)
+    runs: tuple[SuiteRun, ...]
+
+    def __getitem__(self, suite: str) -> SuiteRun:
+        for run in self.runs:
+            if run.suite == suite:
+                return run
+        raise KeyError(f"no run of suite '{suite}' (suites: {', '.join(r.suite for r in self.runs)})")
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [run.to_record() for run in self.runs]
+
+    def metrics_df(self) -> pandas.DataFrame:
+        """One row per (suite, metric): value, stderr, 95% CI, n, primary (fractions, not %)."""
+        from harness.api.frames import metrics_frame
+
+        return metrics_frame(self._views())
+
+    def samples_df(self) -> pandas.DataFrame:
+        """One row per sample: prompt, target, response, `score.*` and `extracted.*` columns."""
+        from harness.api.frames import samples_frame
+
+        return samples_frame(self._views())
+
+    def _views(self) -> list[Any]:
+        from harness.runs.catalog import load_run
+
+        return [load_run(run.run_dir) for run in self.runs]
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T], name: str) -> T:
+    """asyncio.run, with a clear error where an event loop already runs (a notebook cell)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    coroutine.close()
+    raise UsageError(
+        f"harness.{name}() was called where an event loop is already running (a notebook cell?).",
+        f"Use `await harness.{name}_async(...)` there.",
+    )
+
+
+def evaluate(
+    checkpoint: str,
+    suites: Sequence[str] | str | None = None,
+    *,
+    limit: int | None = None,
+    runs: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    generation: Generation | None = None,
+    backend: AdapterOptions | None = None,
+    scoring: SuiteOptions | None = None,
+    max_cost: float | None = None,
+    cache: bool = True,
+    fresh: bool = False,
+    progress: bool = False,
+) -> EvalResults:
+    """Score `checkpoint` (any checkpoint reference, or STAGE:TAG) on `suites` (default: one of each
+    benchmark). `limit`: the first N samples of each suite. `runs`: the runs folder (default
+    $HARNESS_RUNS_DIR or ./runs). `data_dir`: local upstream data (default $HARNESS_DATA_DIR, else the
+    hub). `max_cost`: refuse to start when the cost estimate exceeds this many USD (priced backends).
+    `cache=False` neither reads nor writes the response cache; `fresh=True` discards finished samples."""
+    work = evaluate_async(
+        checkpoint, suites, limit=limit, runs=runs, data_dir=data_dir, generation=generation,
+        backend=backend, scoring=scoring, max_cost=max_cost, cache=cache, fresh=fresh, progress=progress,
+    )  # fmt: skip
+    return run_sync(work, "evaluate")
+
+
+async def evaluate_async(
+    checkpoint: str,
+    suites: Sequence[str] | str | None = None,
+    *,
+    limit: int | None = None,
+    runs: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    generation: Generation | None = None,
+    backend: AdapterOptions | None = None,
+    scoring: SuiteOptions | None = None,
+    max_cost: float | None = None,
+    cache: bool = True,
+    fresh: bool = False,
+    progress: bool = False,
+) -> EvalResults:
+    """`evaluate` for code that already runs an event loop."""
+    from suites import build_suites, default_suites
+
+    if limit is not None and limit < 1:
+        raise UsageError(f"limit must be at least 1, got {limit}.")
+    root = runs_root(None if runs is None else str(runs))
+    ref, entry = resolve_checkpoint(checkpoint, root)
+    data = resolve_data_source(None if data_dir is None else str(data_dir))
+    names = [suites] if isinstance(suites, str) else list(suites or default_suites(data))
+    suite_set = build_suites(names, scoring)
+    try:
+        overrides = generation or Generation()
+        plans = [(suite, overrides.apply(suite.default_settings())) for suite in suite_set.suites]
+        return await evaluate_suites(
+            ref, entry, plans, limit=limit, root=root, data=data, backend=backend, max_cost=max_cost,
+            cache=cache, fresh=fresh, progress=progress,
+        )  # fmt: skip
+    finally:
+        await suite_set.aclose()
+
+
+async def evaluate_suites(
+    ref: CheckpointRef,
+    entry: CheckpointEntry | None,
+    plans: Sequence[tuple[Suite, GenerationSettings]],
+    *,
+    limit: int | None,
+    root: Path,
+    data: DataSource,
+    backend: AdapterOptions | None = None,
+    max_cost: float | None = None,
+    cache: bool = True,
+    fresh: bool = False,
+    progress: bool = False,
+) -> EvalResults:
+    """Suite objects with their settings (curation's and training's own prompt suites included) on one
+    checkpoint: one adapter for all, the cost of all checked first, closed at the end."""
+    from adapters import create_adapter
+    from harness.pricing import check_budget, estimate_cost, with_estimates
+    from harness.runner import EvalSpec
+    from harness.runner import evaluate as evaluate_spec
+
+    lineage = None if entry is None else entry.to_record()
+    specs = [
+        EvalSpec(ref, suite, settings, limit, data, root, cache, fresh, lineage=lineage)
+        for suite, settings in plans
+    ]
+    adapter = create_adapter(ref, backend)
+    done: list[SuiteRun] = []
+    try:
+        # The whole invocation is estimated (and refused) before any suite generates anything.
+        estimate = await estimate_cost(adapter, specs, require_price=max_cost is not None)
+        check_budget(estimate, max_cost, adapter.identity())
+        if estimate is not None and estimate.requests:
+            log.info("cost estimate: %s.", estimate.describe())
+        for spec in with_estimates(specs, estimate):
+            outcome = await evaluate_spec(spec, adapter, progress)
+            suite = spec.suite
+            done.append(SuiteRun(
+                suite.name, suite.version, outcome.run_dir, outcome.n_samples, suite.primary_metric,
+                tuple(suite.headline_metrics), dict(outcome.metrics), outcome.invocation,
+            ))  # fmt: skip
+    finally:
+        await adapter.aclose()
+    return EvalResults(ref.raw, tuple(done))
