@@ -211,7 +211,7 @@ def explain_strict(text: str, ours: str | None, theirs: str, target: str, lm_for
 def gsm8k_run(limit: int, runs: Path) -> Path:
     """The run folder of `harness eval --checkpoint embedded --suite gsm8k --limit N --out runs`."""
     command = [sys.executable, "-m", "harness", "eval", "--checkpoint", "embedded", "--suite", "gsm8k",
-               "--limit", str(limit), "--out", str(runs), "--json", "--quiet"]  # fmt: skip
+               "--limit", str(limit), "--runs", str(runs), "--json", "--quiet"]  # fmt: skip
     print("running (resumes, cached):", " ".join(command[2:]), file=sys.stderr)
     done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
     return Path(json.loads(done.stdout)[0]["run_dir"])

@@ -136,7 +136,7 @@ def main() -> int:
         try:
             with FaultProxy(f"http://127.0.0.1:{port}", plan=lambda number: None) as proxy:
                 eval_args = ["--checkpoint", f"{proxy.base_url}/v1#embedded", "--suite", "gsm8k",
-                             "--limit", str(args.limit), "--concurrency", "1", "--out", str(args.out / "http")]  # fmt: skip
+                             "--limit", str(args.limit), "--concurrency", "1", "--runs", str(args.out / "http")]  # fmt: skip
                 if args.max_tokens:
                     eval_args += ["--max-tokens", str(args.max_tokens)]
                 rows += three_runs(f"gsm8k --limit {args.limit} over HTTP", eval_args, proxy)
@@ -148,7 +148,7 @@ def main() -> int:
             f"replay:{FIXTURE}",
             "--suite",
             "ifeval",
-            "--out",
+            "--runs",
             str(args.out / "replay"),
         ]
         rows += three_runs("ifeval 541, replay", replay_args, None)

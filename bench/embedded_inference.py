@@ -123,7 +123,7 @@ def via_cli(limit: int, max_tokens: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="embedded-bench-") as tmp:
         command = [sys.executable, "-m", "harness", "eval", "--checkpoint", "embedded", "--suite", "gsm8k",
                    "--limit", str(limit), "--max-tokens", str(max_tokens), "--no-cache", "--fresh",
-                   "--out", tmp, "--json", "--quiet"]  # fmt: skip
+                   "--runs", tmp, "--json", "--quiet"]  # fmt: skip
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         seconds = time.perf_counter() - start

@@ -205,7 +205,7 @@ def command(
         return [
             str(BIN / "harness"), "eval", "--checkpoint", f"{server.base}/v1#bench", "--suite", "alice",
             "--limit", str(limit), "--concurrency", str(concurrency), "--no-cache", "--fresh", "--quiet",
-            "--json", "--out", str(scratch / "runs"),
+            "--json", "--runs", str(scratch / "runs"),
         ], ROOT  # fmt: skip
     if harness == "lm-eval":
         model_args = (

@@ -58,7 +58,7 @@ def make_lora(model: str, out: Path, rank: int, b_scale: float, seed: int) -> Pa
 def run_eval(checkpoint: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "harness", "eval", "--checkpoint", checkpoint, "--suite", args.suite,
-        "--limit", str(args.limit), "--json", "--quiet", "--fresh", "--no-cache", "--out", str(out),
+        "--limit", str(args.limit), "--json", "--quiet", "--fresh", "--no-cache", "--runs", str(out),
         "--tensor-parallel-size", str(args.tensor_parallel_size),
     ]  # fmt: skip
     if args.batch_size:

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from harness.version import __version__
 from harness.errors import DataError, UsageError
 from harness.names import check_name, is_valid_name
 from harness.readers import MiB, parse_json
 from harness.runs.manifest import Manifest, now_iso
 from harness.runs.store import MANIFEST, METRICS, SAMPLES, find_runs, read_json
+from harness.version import __version__
 from leaderboard.atomic import storage
 from leaderboard.zipcheck import CHUNK, ZIP_ERRORS, ZipProblem, central_directory, read_entry
 

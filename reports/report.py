@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.version import __version__
 from harness.errors import MissingExtraError
 from harness.runs.catalog import Catalog, CheckpointView, RunView
 from harness.runs.manifest import now_iso
 from harness.runs.store import SampleRecord
+from harness.version import __version__
 from reports.model_card import ModelCard, build_card, read_card
 from reports.qualitative import Pair, compare_pair
 from reports.render import render

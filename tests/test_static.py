@@ -5,12 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import BACKGROUND, ROOT, BackgroundCheck
 
 
 def test_mypy_strict_passes() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mypy"], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check = BACKGROUND.get("mypy") or BackgroundCheck("-m", "mypy")  # started when collection ended
+    code, output = check.result()
+    assert code == 0, output
 
 
 def test_ruff_passes() -> None:

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.version import __version__
 from harness.errors import DataError
 from harness.types import GenerationSettings
+from harness.version import __version__
 
 SCHEMA_VERSION = 1
 

@@ -378,7 +378,7 @@ def test_site_from_real_replay_runs(tmp_path: Path, data_dir: Path, open_page: A
         replay = tmp_path / f"{name}.jsonl"
         replay.write_text("\n".join(lines) + "\n")
         proc = harness("eval", "--checkpoint", f"replay:{replay}", "--suite", "gsm8k", "--suite", "safety",
-                       "--limit", "6", "--out", str(runs), "--quiet")  # fmt: skip
+                       "--limit", "6", "--runs", str(runs), "--quiet")  # fmt: skip
         assert proc.returncode == 0, proc.stderr
     proc = harness("leaderboard", "build", str(runs), "--out", str(tmp_path / "site"), "--references", "none")
     assert proc.returncode == 0, proc.stderr

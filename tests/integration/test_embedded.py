@@ -8,9 +8,17 @@ import signal
 import time
 from pathlib import Path
 
-from tests.conftest import EvalResult, eval_json, harness, harness_popen, read_samples, texts_by_id
+from tests.conftest import (
+    EMBEDDED_GSM8K,
+    EvalResult,
+    eval_json,
+    harness,
+    harness_popen,
+    read_samples,
+    texts_by_id,
+)
 
-ARGS = ("--checkpoint", "embedded", "--suite", "gsm8k", "--limit", "20")
+ARGS = ("--checkpoint", "embedded", *EMBEDDED_GSM8K)
 
 
 def test_embedded_gsm8k_run_writes_the_run_folder(embedded_gsm8k_20: EvalResult) -> None:
@@ -26,7 +34,7 @@ def test_embedded_gsm8k_run_writes_the_run_folder(embedded_gsm8k_20: EvalResult)
     assert run.run_dir.parent.name == "gsm8k@1.0" and run.run_dir.parent.parent.name == "embedded"
     manifest = json.loads((run.run_dir / "manifest.json").read_text())
     assert manifest["generation"] == {
-        "max_tokens": 512,
+        "max_tokens": 128,  # the override is recorded (the pinned 512: tests/unit/test_gsm8k.py)
         "temperature": 0.0,
         "top_p": 1.0,
         "stop": [],
@@ -43,7 +51,7 @@ def test_embedded_gsm8k_run_writes_the_run_folder(embedded_gsm8k_20: EvalResult)
 
 def test_table_printed_for_humans(embedded_gsm8k_20: EvalResult) -> None:
     out = embedded_gsm8k_20.run_dir.parents[2]
-    proc = harness("eval", *ARGS, "--out", str(out), "--quiet")
+    proc = harness("eval", *ARGS, "--runs", str(out), "--quiet")
     assert proc.returncode == 0
     assert (
         "exact_match_flex*" in proc.stdout and "exact_match_strict" in proc.stdout and "95% CI" in proc.stdout
@@ -53,7 +61,7 @@ def test_table_printed_for_humans(embedded_gsm8k_20: EvalResult) -> None:
 
 def test_rerun_makes_zero_generations(embedded_gsm8k_20: EvalResult) -> None:
     out = embedded_gsm8k_20.run_dir.parents[2]
-    again = eval_json(*ARGS, "--out", str(out))
+    again = eval_json(*ARGS, "--runs", str(out))
     assert again.payload["invocation"]["generated"] == 0
     assert again.payload["invocation"]["resumed"] == 20
     assert again.metrics == embedded_gsm8k_20.metrics
@@ -64,7 +72,7 @@ def test_sigkill_midway_then_resume_equals_an_uninterrupted_run(
     embedded_gsm8k_20: EvalResult, tmp_path: Path
 ) -> None:
     out = tmp_path / "runs"
-    process = harness_popen("eval", *ARGS, "--out", str(out), "--quiet")
+    process = harness_popen("eval", *ARGS, "--runs", str(out), "--quiet")
     deadline = time.monotonic() + 300
     samples: Path | None = None
     while time.monotonic() < deadline:
@@ -80,7 +88,7 @@ def test_sigkill_midway_then_resume_equals_an_uninterrupted_run(
     assert 5 <= killed_at < 20
     with samples.open("a") as handle:
         handle.write('{"id": "gsm8k-test-0019", "prompt": "torn')  # what a kill mid-write leaves
-    resumed = eval_json(*ARGS, "--out", str(out))
+    resumed = eval_json(*ARGS, "--runs", str(out))
     invocation = resumed.payload["invocation"]
     assert invocation["resumed"] == killed_at and invocation["repaired_bytes"] > 0
     assert invocation["generated"] + invocation["cache_hits"] == 20 - killed_at

@@ -196,7 +196,7 @@ def write_replay(path: Path, n: int, pad_chars: int = 0) -> Path:
 def server_clean(llama_server: Server, tmp_path_factory: pytest.TempPathFactory) -> EvalResult:
     """The uninterrupted, fault-free reference run against the real server."""
     out = tmp_path_factory.mktemp("drill-clean")
-    return eval_json("--checkpoint", llama_server.checkpoint(), *SERVER_ARGS, "--out", str(out))
+    return eval_json("--checkpoint", llama_server.checkpoint(), *SERVER_ARGS, "--runs", str(out))
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,7 @@ def replay_ref(
     folder = tmp_path_factory.mktemp("drill-replay")
     args = ("--checkpoint", f"replay:{write_replay(folder / 'replay.jsonl', N_REPLAY)}",
             "--suite", "gsm8k", "--limit", str(N_REPLAY))  # fmt: skip
-    ref = eval_json(*args, "--out", str(folder / "runs"))
+    ref = eval_json(*args, "--runs", str(folder / "runs"))
     values = {r[1]["exact_match_flex"] for r in records(ref.run_dir).values()}
     assert values == {0.0, 1.0}  # a comparison of metrics that could not differ would prove nothing
     return args, ref
@@ -235,7 +235,7 @@ def test_twenty_percent_faults_against_the_real_server_change_nothing(
     with FaultProxy(upstream, plan, retry_after_s=1, slow_s=slow_s, hang_s=3600) as proxy:
         faulty = eval_json(
             "--checkpoint", f"{proxy.base_url}/v1#embedded", *SERVER_ARGS,
-            "--timeout", str(timeout), "--out", str(tmp_path),
+            "--timeout", str(timeout), "--runs", str(tmp_path),
         )  # fmt: skip
         sent, injected = proxy.requests, Counter(proxy.injected)
     print(
@@ -266,7 +266,7 @@ def test_sigkill_at_five_random_points_then_resume_equals_the_uninterrupted_run(
     rng = random.Random(SEED)
     latency = statistics.median(latencies(server_clean.run_dir))
     out = tmp_path / "runs"
-    args = ("--checkpoint", llama_server.checkpoint(), *SERVER_ARGS, "--out", str(out))
+    args = ("--checkpoint", llama_server.checkpoint(), *SERVER_ARGS, "--runs", str(out))
     run_dir = out / relative_run(server_clean)
     samples = run_dir / "samples.jsonl"
     # Five kills after seeded numbers of finished samples (at least one new per start), each a seeded
@@ -318,7 +318,7 @@ def test_sigkill_inside_a_write_tears_the_line_and_the_next_start_repairs_it(
     rng = random.Random(SEED + 3)
     args = ("--checkpoint", f"replay:{write_replay(tmp_path / 'big.jsonl', n, pad_chars=2_000_000)}",
             "--suite", "gsm8k", "--limit", str(n))  # fmt: skip
-    ref = eval_json(*args, "--out", str(tmp_path / "ref"))
+    ref = eval_json(*args, "--runs", str(tmp_path / "ref"))
     out = tmp_path / "runs"
     run_dir = out / relative_run(ref)
     watch = LineWatch(run_dir / "samples.jsonl")
@@ -326,7 +326,7 @@ def test_sigkill_inside_a_write_tears_the_line_and_the_next_start_repairs_it(
     left: list[tuple[int, int]] = []
     for kill, threshold in enumerate(thresholds):
         before = watch.poll()[0]
-        process = harness_popen("eval", "--quiet", *args, "--out", str(out))
+        process = harness_popen("eval", "--quiet", *args, "--runs", str(out))
         try:
             wait_for(started(run_dir, kill + 1), process, f"start {kill + 1}", 120)
             target = max(threshold, before)
@@ -339,7 +339,7 @@ def test_sigkill_inside_a_write_tears_the_line_and_the_next_start_repairs_it(
         left.append(line_state(run_dir / "samples.jsonl"))
     print(f"kills left (lines, torn bytes): {left}")
     assert sum(torn > 0 for _, torn in left) >= 1, "no kill landed inside a write"
-    final = eval_json(*args, "--out", str(out))
+    final = eval_json(*args, "--runs", str(out))
     history = invocations(run_dir)
     assert len(history) == 6 and history[-1]["status"] == "complete"
     for start, (complete, torn) in zip(history[1:], left, strict=True):
@@ -359,7 +359,7 @@ def test_read_only_run_folder_and_runs_folder_fail_clearly_and_keep_every_sample
 ) -> None:
     args, ref = replay_ref
     out = tmp_path / "runs"
-    run_dir = eval_json(*args, "--out", str(out)).run_dir
+    run_dir = eval_json(*args, "--runs", str(out)).run_dir
     kept = 15  # a run that stopped after 15 samples (drills 2-3 show that state resumes exactly)
     lines = (run_dir / "samples.jsonl").read_text().splitlines(keepends=True)
     (run_dir / "samples.jsonl").write_text("".join(lines[:kept]))
@@ -367,17 +367,17 @@ def test_read_only_run_folder_and_runs_folder_fail_clearly_and_keep_every_sample
     before = folder_bytes(out)
     reasons = ("Read-only file system", "Permission denied")
     with read_only(run_dir) as (prefix, mechanism):
-        proc = run_harness(prefix, "eval", "--quiet", *args, "--out", str(out))
+        proc = run_harness(prefix, "eval", "--quiet", *args, "--runs", str(out))
     print(f"read-only by {mechanism}: {proc.stderr.strip()}")
     assert_clear_error(proc, run_dir, reasons)
     assert folder_bytes(out) == before  # nothing written, nothing lost
     # The whole runs folder read-only, and a run that has no folder yet.
     other = ("--checkpoint", args[1], "--suite", "gsm8k", "--limit", str(N_REPLAY - 1))
     with read_only(out) as (prefix, _):
-        proc = run_harness(prefix, "eval", "--quiet", *other, "--out", str(out))
+        proc = run_harness(prefix, "eval", "--quiet", *other, "--runs", str(out))
     assert "create the run folder" in assert_clear_error(proc, out, reasons)
     assert folder_bytes(out) == before
-    resumed = eval_json(*args, "--out", str(out))
+    resumed = eval_json(*args, "--runs", str(out))
     invocation = resumed.payload["invocation"]
     assert invocation["resumed"] == kept and invocation["repaired_bytes"] == 0
     assert invocation["generated"] + invocation["cache_hits"] == N_REPLAY - kept
@@ -405,7 +405,7 @@ def test_full_disk_mid_run_fails_clearly_keeps_what_was_written_and_resumes(
         reasons: tuple[str, ...] = ("No space left on device", "database or disk is full")
     else:
         prefix, reasons = file_size_limit(12_000), ("File too large",)
-    proc = run_harness(prefix, "eval", "--quiet", *flags, "--out", str(out))
+    proc = run_harness(prefix, "eval", "--quiet", *flags, "--runs", str(out))
     message = assert_clear_error(proc, out, reasons)
     if mechanism == "tmpfs":  # the disk is freed: what was on it comes back to where it was
         shutil.copytree(snapshot, out, dirs_exist_ok=True)
@@ -421,7 +421,7 @@ def test_full_disk_mid_run_fails_clearly_keeps_what_was_written_and_resumes(
         assert ([t for c in row["completions"] for t in c["texts"]], row["scores"]) == reference[row["id"]]
     json.loads((run_dir / "manifest.json").read_text())  # never torn: written atomically
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
-    resumed = eval_json(*flags, "--out", str(out))
+    resumed = eval_json(*flags, "--runs", str(out))
     invocation = resumed.payload["invocation"]
     assert (invocation["resumed"], invocation["repaired_bytes"]) == (complete, torn)
     assert (run_dir / "samples.jsonl").read_bytes()[: len(written)] == written

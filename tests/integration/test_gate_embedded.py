@@ -36,10 +36,10 @@ def gate_json(*args: str) -> tuple[int, dict[str, object], str]:
 @pytest.fixture(scope="module")
 def ifeval_runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[EvalResult, EvalResult]:
     out = tmp_path_factory.mktemp("gate-ifeval")
-    base = eval_json("--checkpoint", REPLAY, "--suite", "ifeval", "--limit", str(LIMIT), "--out", str(out))
+    base = eval_json("--checkpoint", REPLAY, "--suite", "ifeval", "--limit", str(LIMIT), "--runs", str(out))
     cand = eval_json(
         "--checkpoint", "embedded", "--suite", "ifeval", "--limit", str(LIMIT), "--max-tokens", "16",
-        "--out", str(out),
+        "--runs", str(out),
     )  # fmt: skip
     return base, cand
 
@@ -100,7 +100,7 @@ def test_gsm8k_degraded_candidate_is_not_passed(embedded_gsm8k_20: EvalResult, t
     INCONCLUSIVE with the minimum detectable effect stated (not PASS, and not FAIL)."""
     cand = eval_json(
         "--checkpoint", "embedded", "--suite", "gsm8k", "--limit", "20", "--max-tokens", "16",
-        "--out", str(tmp_path),
+        "--runs", str(tmp_path),
     )  # fmt: skip
     code, payload, _ = gate_json(
         "--baseline", str(embedded_gsm8k_20.run_dir), "--candidate", str(cand.run_dir)

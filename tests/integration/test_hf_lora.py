@@ -31,9 +31,9 @@ def make_lora(base_dir: Path, out_dir: Path) -> Path:
 def test_lora_run_names_the_adapter_and_changes_responses(exported_hf_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("peft", reason="the hf extra is not installed")
     lora = make_lora(exported_hf_dir, tmp_path / "tiny-lora")
-    base = eval_json("--checkpoint", f"hf:{exported_hf_dir}", *ARGS, "--out", str(tmp_path / "runs"))
+    base = eval_json("--checkpoint", f"hf:{exported_hf_dir}", *ARGS, "--runs", str(tmp_path / "runs"))
     tuned_ref = f"hf:{exported_hf_dir}+lora:{lora}"
-    tuned = eval_json("--checkpoint", tuned_ref, *ARGS, "--out", str(tmp_path / "runs"))
+    tuned = eval_json("--checkpoint", tuned_ref, *ARGS, "--runs", str(tmp_path / "runs"))
 
     manifest = json.loads((tuned.run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["checkpoint"] == tuned_ref
@@ -45,7 +45,7 @@ def test_lora_run_names_the_adapter_and_changes_responses(exported_hf_dir: Path,
     assert all(base_texts[i] != tuned_texts[i] for i in base_texts), (base_texts, tuned_texts)
 
     # A finished run is answered from disk: no model load, no generation.
-    again = eval_json("--checkpoint", tuned_ref, *ARGS, "--out", str(tmp_path / "runs"))
+    again = eval_json("--checkpoint", tuned_ref, *ARGS, "--runs", str(tmp_path / "runs"))
     invocation = again.payload["invocation"]
     assert invocation["generated"] == 0 and invocation["resumed"] == 2  # type: ignore[index]
     assert texts_by_id(again.run_dir) == tuned_texts
@@ -56,7 +56,7 @@ def test_lora_run_names_the_adapter_and_changes_responses(exported_hf_dir: Path,
 def test_bad_lora_paths_exit_with_usage_errors(exported_hf_dir: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-lora"
     proc = harness(
-        "eval", "--checkpoint", f"hf:{exported_hf_dir}+lora:{missing}", *ARGS, "--out", str(tmp_path)
+        "eval", "--checkpoint", f"hf:{exported_hf_dir}+lora:{missing}", *ARGS, "--runs", str(tmp_path)
     )
     assert proc.returncode == 2, proc.stderr
     assert f"The LoRA folder {missing} does not exist" in proc.stderr and "Traceback" not in proc.stderr
@@ -65,6 +65,6 @@ def test_bad_lora_paths_exit_with_usage_errors(exported_hf_dir: Path, tmp_path: 
     not_peft.mkdir()
     (not_peft / "adapter_model.safetensors").write_bytes(b"\0")
     proc = harness(
-        "eval", "--checkpoint", f"hf:{exported_hf_dir}+lora:{not_peft}", *ARGS, "--out", str(tmp_path)
+        "eval", "--checkpoint", f"hf:{exported_hf_dir}+lora:{not_peft}", *ARGS, "--runs", str(tmp_path)
     )
     assert proc.returncode == 2 and "no adapter_config.json" in proc.stderr, proc.stderr

@@ -100,7 +100,7 @@ def test_eval_with_an_unusable_library_exits_5_with_one_paragraph_and_keeps_fini
     for key, value in cli_env().items():
         monkeypatch.setenv(key, value)
     out = tmp_path / "runs"
-    args = ["eval", "--checkpoint", "embedded", "--suite", "gsm8k", "--max-tokens", "16", "--out", str(out)]
+    args = ["eval", "--checkpoint", "embedded", "--suite", "gsm8k", "--max-tokens", "16", "--runs", str(out)]
     assert harness_main([*args, "--limit", "2", "--quiet"]) == 0
     (samples,) = out.rglob("samples.jsonl")
     before = samples.read_bytes()

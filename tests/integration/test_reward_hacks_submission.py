@@ -40,7 +40,7 @@ def test_a_run_of_hacks_scores_zero_when_made_and_when_re_scored(tmp_path: Path,
     assert len(set(chosen.values())) == LIMIT  # eight different hacks
 
     run = eval_json(
-        "--checkpoint", f"replay:{replay}", "--suite", "mbpp", "--limit", str(LIMIT), "--out", str(root)
+        "--checkpoint", f"replay:{replay}", "--suite", "mbpp", "--limit", str(LIMIT), "--runs", str(root)
     )
     lines = (run.run_dir / "samples.jsonl").read_text().splitlines()
     per_sample = {r.id: r.scores["pass@1"] for r in map(SampleRecord.from_line, lines)}

@@ -110,14 +110,14 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planted]:
         # --limit 4: one sample is not cached yet, so the server is asked (and refuses the password). Its
         # own runs folder: a failed run would stop `leaderboard submit` below.
         run_cli(p, "eval-wrong-password", "eval", "--checkpoint", wrong, *common, "--limit", "4",
-                "--out", str(tmp / "runs-wrong"))  # fmt: skip
+                "--runs", str(tmp / "runs-wrong"))  # fmt: skip
         invalid = f"http://alice:{SECRET_BASIC}@{host}:{s_basic.port}/v1"  # no #MODEL
         run_cli(p, "eval-invalid-ref", "eval", "--checkpoint", invalid, *common)
 
-        run_cli(p, "runs", "runs", "--out", str(runs))
+        run_cli(p, "runs", "runs", "--runs", str(runs))
         run_dirs = sorted(m.parent for m in runs.rglob("manifest.json"))
         for run_dir in run_dirs:
-            run_cli(p, f"show-{run_dir.parent.name}", "show", str(run_dir), "--out", str(runs))
+            run_cli(p, f"show-{run_dir.parent.name}", "show", str(run_dir), "--runs", str(runs))
         run_cli(p, "report", "report", *map(str, run_dirs[:2]), "--out", str(tmp / "report"))
         run_cli(p, "report-by-ref", "report", p.checkpoints["basic"], "--runs", str(runs),
                 "--out", str(tmp / "report-by-ref"))  # fmt: skip
@@ -144,9 +144,9 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planted]:
                 "--no-eval", "--quiet")  # fmt: skip
         run_cli(p, "train-flag-base", "train", "sft", "--config", str(config), "--base", p.checkpoints["basic"],
                 "--runs", str(runs), "--no-eval", "--quiet")  # fmt: skip
-        run_cli(p, "checkpoints-add", "checkpoints", "--out", str(runs), "add", "served", p.checkpoints["token"],
+        run_cli(p, "checkpoints-add", "checkpoints", "--runs", str(runs), "add", "served", p.checkpoints["token"],
                 "--stage", "base")  # fmt: skip
-        run_cli(p, "checkpoints-list", "checkpoints", "--out", str(runs), "--json")
+        run_cli(p, "checkpoints-list", "checkpoints", "--runs", str(runs), "--json")
 
         run_cli(p, "leaderboard-build", "leaderboard", "build", str(runs), "--out", str(tmp / "site"),
                 "--references", "none")  # fmt: skip

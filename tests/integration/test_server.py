@@ -10,7 +10,7 @@ from tests.support.fault_proxy import FaultProxy
 
 
 def test_server_results_equal_the_in_process_run(
-    llama_server: Server, embedded_gsm8k_20: EvalResult, tmp_path: Path
+    server_gsm8k_20: EvalResult, embedded_gsm8k_20: EvalResult
 ) -> None:
     """Same GGUF, same chat template, greedy: every response and so every score is identical.
 
@@ -19,10 +19,7 @@ def test_server_results_equal_the_in_process_run(
     llama.cpp's Python server decodes one request at a time: a deep queue only adds waiting time that
     counts against each request's timeout, so two are kept in flight.
     """
-    served = eval_json(
-        "--checkpoint", llama_server.checkpoint(), "--suite", "gsm8k", "--limit", "20",
-        "--concurrency", "2", "--out", str(tmp_path),
-    )  # fmt: skip
+    served = server_gsm8k_20
     assert served.payload["invocation"]["generated"] == 20
     assert texts_by_id(served.run_dir) == texts_by_id(embedded_gsm8k_20.run_dir)
     assert served.metrics == embedded_gsm8k_20.metrics
@@ -41,7 +38,7 @@ def test_faults_between_harness_and_server_do_not_lose_or_duplicate_samples(
             *common,
             "--timeout",
             "10",
-            "--out",
+            "--runs",
             str(tmp_path / "faulty"),
         )
     assert set(proxy.injected) == {"429", "500", "reset", "slow", "truncate", "hang"}
@@ -49,7 +46,7 @@ def test_faults_between_harness_and_server_do_not_lose_or_duplicate_samples(
     assert faulty.payload["invocation"]["retries"] >= sum(proxy.injected.values()) - proxy.injected["slow"]
     ids = [r["id"] for r in read_samples(faulty.run_dir)]
     assert sorted(ids) == [f"gsm8k-test-{i:04d}" for i in range(8)]
-    clean = eval_json("--checkpoint", llama_server.checkpoint(), *common, "--out", str(tmp_path / "clean"))
+    clean = eval_json("--checkpoint", llama_server.checkpoint(), *common, "--runs", str(tmp_path / "clean"))
     assert texts_by_id(faulty.run_dir) == texts_by_id(clean.run_dir)
     assert faulty.metrics == clean.metrics
 
@@ -113,7 +110,7 @@ def test_text_completions_mode(llama_server: Server, tmp_path: Path) -> None:
         "64",
         "--concurrency",
         "2",
-        "--out",
+        "--runs",
         str(tmp_path),
     )
     records = read_samples(run.run_dir)

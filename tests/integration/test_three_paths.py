@@ -5,8 +5,8 @@ OpenAI-compatible llama.cpp server (`harness serve`), and its float32 dequantiza
 The same 20 GSM8K problems, greedy, identical settings on every path, 128 new tokens instead of the pinned
 512: transformers on 2 CPU cores needs about 100 s for 20 problems at 128 tokens (the 8-shot prompt is
 ~850 tokens, prefilled for every problem, while llama.cpp reuses the shared few-shot prefix). Measured:
-embedded 47 s, server 45 s, hf 102 s, plus 26 s for the session's export: under 4 minutes. The fixture `embedded_gsm8k_20` uses the pinned 512
-tokens and so cannot be reused here.
+embedded 47 s, server 45 s, hf 102 s, plus 26 s for the session's export. The embedded and server runs are
+the session's fixtures `embedded_gsm8k_20` and `server_gsm8k_20` (the same settings), so only hf runs here.
 
 Measured here (2 cores, transformers 5.23, llama-cpp-python 0.3.36), agreement of the extracted answers
 (last number in the response) over the 20 problems:
@@ -40,10 +40,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EvalResult, Server, eval_json, read_samples
+from tests.conftest import EMBEDDED_GSM8K, EvalResult, eval_json, read_samples
 
-MAX_TOKENS = "128"
-COMMON = ("--suite", "gsm8k", "--limit", "20", "--max-tokens", MAX_TOKENS)
 SAME_ENGINE_MIN = 0.95  # embedded vs server, measured 1.00
 CROSS_ENGINE_MIN = 0.30  # llama.cpp vs transformers, measured 0.45
 
@@ -57,12 +55,15 @@ def _texts(run: EvalResult) -> dict[str, str]:
 
 
 @pytest.mark.model
-def test_same_weights_three_paths_agree(llama_server: Server, exported_hf_dir: Path, tmp_path: Path) -> None:
-    server = ("--checkpoint", llama_server.checkpoint(), "--concurrency", "2")
+def test_same_weights_three_paths_agree(
+    embedded_gsm8k_20: EvalResult, server_gsm8k_20: EvalResult, exported_hf_dir: Path, tmp_path: Path
+) -> None:
     runs = {
-        "embedded": eval_json("--checkpoint", "embedded", *COMMON, "--out", str(tmp_path / "embedded")),
-        "server": eval_json(*server, *COMMON, "--out", str(tmp_path / "server")),
-        "hf": eval_json("--checkpoint", f"hf:{exported_hf_dir}", *COMMON, "--out", str(tmp_path / "hf")),
+        "embedded": embedded_gsm8k_20,  # the session's runs at the same settings (tests/conftest.py)
+        "server": server_gsm8k_20,
+        "hf": eval_json(
+            "--checkpoint", f"hf:{exported_hf_dir}", *EMBEDDED_GSM8K, "--runs", str(tmp_path / "hf")
+        ),
     }
     generations = {
         name: json.loads((run.run_dir / "manifest.json").read_text())["generation"]

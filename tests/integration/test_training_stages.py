@@ -120,7 +120,7 @@ def test_each_stage_was_evaluated_gated_and_published(sft_and_dpo: dict[str, Pat
 
     # `harness eval --checkpoint sft:latest` resolves to the registered checkpoint and reuses its run
     proc = harness("eval", "--checkpoint", "sft:latest", "--suite", "gsm8k", "--limit", "4", "--max-tokens", "16",
-                   "--out", str(runs), "--json", "--quiet")  # fmt: skip
+                   "--runs", str(runs), "--json", "--quiet")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     (again,) = json.loads(proc.stdout)
     assert again["invocation"]["generated"] == 0 and again["invocation"]["resumed"] == 4

@@ -39,7 +39,7 @@ def make_honest(tmp: Path, data_dir: Path, suite_name: str = "gsm8k", limit: int
     )
     root = tmp / "runs"
     result = eval_json(
-        "--checkpoint", f"replay:{replay}", "--suite", suite_name, "--limit", str(limit), "--out", str(root)
+        "--checkpoint", f"replay:{replay}", "--suite", suite_name, "--limit", str(limit), "--runs", str(root)
     )  # fmt: skip
     bundle = write_bundle([root], "owls", tmp / "owls.zip")
     return Honest(root, result.run_dir, bundle)

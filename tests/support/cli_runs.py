@@ -20,7 +20,7 @@ def write_gold_replay(data_dir: Path, path: Path, limit: int | None = None) -> P
 
 
 def replay_args(replay: Path, limit: int, out: Path) -> tuple[str, ...]:
-    return ("--checkpoint", f"replay:{replay}", "--suite", "gsm8k", "--limit", str(limit), "--out", str(out))
+    return ("--checkpoint", f"replay:{replay}", "--suite", "gsm8k", "--limit", str(limit), "--runs", str(out))
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:

@@ -67,21 +67,21 @@ def test_missing_extra_gives_the_install_command(ref: str, extra: str) -> None:
 
 
 def test_unregistered_stage_tag(tmp_path: Path) -> None:
-    proc = harness("eval", "--checkpoint", "sft:latest", "--suite", "gsm8k", "--out", str(tmp_path))
+    proc = harness("eval", "--checkpoint", "sft:latest", "--suite", "gsm8k", "--runs", str(tmp_path))
     assert_clean_error(proc, 2, "No checkpoint 'sft:latest'", "has no entries yet", "harness checkpoints add")
 
 
 def test_unreachable_endpoint_fails_fast_with_exit_3(tmp_path: Path) -> None:
     ref = f"http://127.0.0.1:{free_port()}/v1#m"
     proc = harness(
-        "eval", "--checkpoint", ref, "--suite", "gsm8k", "--limit", "2", "--out", str(tmp_path), timeout=60
+        "eval", "--checkpoint", ref, "--suite", "gsm8k", "--limit", "2", "--runs", str(tmp_path), timeout=60
     )
     assert_clean_error(proc, 3, "Cannot reach the endpoint", "harness serve")
 
 
 def test_unset_api_key_variable(tmp_path: Path) -> None:
     ref = f"http://127.0.0.1:{free_port()}/v1#m?api_key_env=HARNESS_TEST_UNSET_KEY"
-    proc = harness("eval", "--checkpoint", ref, "--suite", "gsm8k", "--limit", "1", "--out", str(tmp_path))
+    proc = harness("eval", "--checkpoint", ref, "--suite", "gsm8k", "--limit", "1", "--runs", str(tmp_path))
     assert_clean_error(proc, 2, "HARNESS_TEST_UNSET_KEY", "is not set")
 
 
@@ -146,9 +146,9 @@ def test_rerun_and_cache_make_zero_generations(gold_replay: Path, tmp_path: Path
 
 def test_runs_show_and_rescore(gold_replay: Path, tmp_path: Path) -> None:
     run = eval_json(*replay_args(gold_replay, 4, tmp_path))
-    listing = harness("runs", "--out", str(tmp_path))
+    listing = harness("runs", "--runs", str(tmp_path))
     assert listing.returncode == 0 and "complete" in listing.stdout and "4/4" in listing.stdout
-    shown = harness("show", run.run_dir.name, "--out", str(tmp_path), "--samples", "1")
+    shown = harness("show", run.run_dir.name, "--runs", str(tmp_path), "--samples", "1")
     assert shown.returncode == 0
     assert (
         "exact_match_flex*" in shown.stdout and "100.0" in shown.stdout and "gsm8k-test-0000" in shown.stdout
@@ -163,7 +163,7 @@ def test_runs_show_and_rescore(gold_replay: Path, tmp_path: Path) -> None:
     assert "1 changed" in rescored.stdout
     metrics = json.loads((run.run_dir / "metrics.json").read_text())["metrics"]
     assert metrics == run.metrics
-    missing = harness("show", "no-such-run", "--out", str(tmp_path))
+    missing = harness("show", "no-such-run", "--runs", str(tmp_path))
     assert_clean_error(missing, 2, "No run matches 'no-such-run'", run.run_dir.name)
 
 
@@ -213,7 +213,7 @@ def test_without_data_dir_and_offline_the_hub_error_says_what_to_set(tmp_path: P
         "gsm8k",
         "--limit",
         "1",
-        "--out",
+        "--runs",
         str(tmp_path),
         env=env,
     )
@@ -232,7 +232,7 @@ def test_sampling_flags_reach_the_run_settings(data_dir: Path, tmp_path: Path) -
     replay.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run = eval_json(
         "--checkpoint", f"replay:{replay}", "--suite", "mbpp", "--limit", "2", "--samples", "2",
-        "--top-p", "0.9", "--out", str(tmp_path / "runs"),
+        "--top-p", "0.9", "--runs", str(tmp_path / "runs"),
     )  # fmt: skip
     generation = json.loads((run.run_dir / "manifest.json").read_text())["generation"]
     assert (generation["n"], generation["temperature"], generation["top_p"]) == (2, 0.8, 0.9)
@@ -261,7 +261,7 @@ def test_eval_table_shows_headline_metrics_and_all_metrics_shows_breakdowns(
         "alice",
         "--limit",
         "12",
-        "--out",
+        "--runs",
         str(tmp_path),
     )
     short = harness(*args, "--quiet")
@@ -273,3 +273,22 @@ def test_eval_table_shows_headline_metrics_and_all_metrics_shows_breakdowns(
     rows = [line.split()[1] for line in full.stdout.splitlines() if line.startswith("alice ")]
     assert rows == ["accuracy*", *(f"accuracy_{category}" for category in CATEGORIES)]
     assert "not shown" not in full.stdout
+
+
+def test_out_still_names_the_runs_folder_with_a_one_line_warning(tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    from harness.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()) as out:
+        code = main(["runs", "--out", str(tmp_path)])
+    assert code == 0 and f"No runs under {tmp_path}" in out.getvalue()
+    assert err.getvalue().splitlines() == [
+        "harness: warning: --out is deprecated here; use --runs DIR (the runs folder)."
+    ]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["runs", "--runs", str(tmp_path)]) == 0
+    assert err.getvalue() == ""

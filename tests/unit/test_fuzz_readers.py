@@ -200,7 +200,7 @@ def test_run_files(target: str, template: Path, data_dir: Path, tmp_path: Path) 
             data = b"".join(body)
         (run_dir / target).write_bytes(data)
         commands: dict[str, Callable[[], object]] = {
-            "runs": cli(["runs", "--out", str(root)]),
+            "runs": cli(["runs", "--runs", str(root)]),
             "show": cli(["show", str(run_dir), "--samples", "3"]),
             "gate's reader": partial(_gate_reader, run_dir),
             "resume": partial(SamplesFile(run_dir / SAMPLES).load, repair=True),

@@ -152,7 +152,7 @@ def test_failed_rerun_of_a_complete_run_keeps_it_complete(gold_replay: Path, tmp
     last = manifest["invocations"][-1]
     assert last["status"] == "failed" and "response cache" in last["error"] and last["finished_at"]
     assert (run.run_dir / "metrics.json").read_bytes() == metrics
-    listing = harness("runs", "--out", str(tmp_path))
+    listing = harness("runs", "--runs", str(tmp_path))
     assert listing.returncode == 0 and "complete" in listing.stdout and "4/4" in listing.stdout
     policy = tmp_path / "gate.yaml"
     policy.write_text("min_samples: 1\n")
@@ -168,7 +168,7 @@ def test_failed_first_eval_leaves_no_run_folder(tmp_path: Path) -> None:
     proc = harness("eval", *replay_args(elsewhere, 2, out))
     assert_clean_error(proc, 4, "has no response for sample gsm8k-test-0000")
     assert not list(out.rglob("manifest.json")) and [p.name for p in out.iterdir()] == [".cache"]
-    listing = harness("runs", "--out", str(out))
+    listing = harness("runs", "--runs", str(out))
     assert listing.returncode == 0 and "No runs under" in listing.stdout
 
 
@@ -180,7 +180,7 @@ def test_gguf_that_is_not_a_gguf_is_a_usage_error(tmp_path: Path) -> None:
     fake.write_bytes(b"PK\x03\x04 a zip, not a model")
     for path in ("/etc/passwd", str(fake)):
         proc = harness("eval", "--checkpoint", f"gguf:{path}", "--suite", "gsm8k", "--limit", "1",
-                       "--out", str(tmp_path / "runs"))  # fmt: skip
+                       "--runs", str(tmp_path / "runs"))  # fmt: skip
         assert_clean_error(proc, 2, f"{path} is not a GGUF model file")
     assert not list((tmp_path / "runs").rglob("manifest.json")) if (tmp_path / "runs").exists() else True
 
@@ -191,7 +191,7 @@ def _run(gold_replay: Path, tmp_path: Path, limit: int = 3) -> Path:
 
 def _commands(run_dir: Path, out: Path) -> dict[str, tuple[str, ...]]:
     return {
-        "runs": ("runs", "--out", str(out)),
+        "runs": ("runs", "--runs", str(out)),
         "show": ("show", str(run_dir)),
         "rescore": ("rescore", str(run_dir)),
         "gate": ("gate", "--baseline", str(run_dir), "--candidate", str(run_dir), "--runs", str(out)),
@@ -287,7 +287,7 @@ def test_runs_refuses_a_repeated_sample_line_instead_of_counting_it(
     first = samples.read_text().splitlines(keepends=True)[0]
     with samples.open("a") as handle:
         handle.write(first)
-    proc = harness("runs", "--out", str(tmp_path))
+    proc = harness("runs", "--runs", str(tmp_path))
     assert_clean_error(proc, 4, f"{samples} line 4 repeats sample gsm8k-test-0000 (first at line 1)")
     assert "4/3" not in proc.stdout
 

@@ -67,7 +67,7 @@ def test_eval_keeps_exactly_concurrency_requests_in_flight(tmp_path: Path) -> No
             "40",
             "--concurrency",
             "8",
-            "--out",
+            "--runs",
             str(tmp_path),
         )
     assert server.max_in_flight == 8
@@ -114,7 +114,7 @@ def test_every_fault_kind_is_retried_and_each_sample_scored_once(tmp_path: Path)
             "12",
             "--timeout",
             "2",
-            "--out",
+            "--runs",
             str(tmp_path / "faulty"),
         )
     assert dict(proxy.injected) == {"429": 1, "500": 1, "reset": 1, "truncate": 1, "hang": 1, "slow": 1}
@@ -129,7 +129,7 @@ def test_every_fault_kind_is_retried_and_each_sample_scored_once(tmp_path: Path)
             "gsm8k",
             "--limit",
             "12",
-            "--out",
+            "--runs",
             str(tmp_path / "clean"),
         )
     assert run.metrics == clean.metrics
@@ -154,7 +154,7 @@ def test_persistent_server_errors_end_the_run_with_exit_3_and_keep_nothing_half_
             "gsm8k",
             "--limit",
             "2",
-            "--out",
+            "--runs",
             str(tmp_path),
             "--timeout",
             "5",
@@ -185,13 +185,13 @@ def test_api_key_is_sent_but_never_written(tmp_path: Path) -> None:
             "gsm8k",
             "--limit",
             "3",
-            "--out",
+            "--runs",
             str(tmp_path),
             env=env,
         )
         assert proc.returncode == 0, proc.stderr
         assert server.authorization == [f"Bearer {secret}"] * 3
-        shown = harness("show", "gsm8k", "--out", str(tmp_path), env=env)
+        shown = harness("show", "gsm8k", "--runs", str(tmp_path), env=env)
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
@@ -375,7 +375,7 @@ def malformed_then_fixed_eval(tmp_path: Path, bad: bytes, *extra: str) -> tuple[
     """One eval against a server sending `bad`, then (same URL, so the same cache key) a fixed one."""
     with StubOpenAIServer(reply_plan=lambda i, b: bad) as server:
         args = ("eval", "--checkpoint", f"{server.base_url}#stub", "--suite", "gsm8k", "--limit", "2")
-        args += ("--out", str(tmp_path), "--max-attempts", "2", "--quiet", *extra)
+        args += ("--runs", str(tmp_path), "--max-attempts", "2", "--quiet", *extra)
         broken = harness(*args)
         server.reply_plan = None
         fixed = harness(*args, "--fresh", "--json")
@@ -408,10 +408,10 @@ def test_eval_against_a_malformed_server_exits_3_and_stores_nothing(
 def test_eval_flag_max_reply_bytes(tmp_path: Path) -> None:
     with StubOpenAIServer() as server:
         args = ("eval", "--checkpoint", f"{server.base_url}#stub", "--suite", "gsm8k", "--limit", "1")
-        proc = harness(*args, "--out", str(tmp_path), "--max-attempts", "1", "--max-reply-bytes", "1024",
+        proc = harness(*args, "--runs", str(tmp_path), "--max-attempts", "1", "--max-reply-bytes", "1024",
                        "--max-tokens", "16")  # fmt: skip
         assert proc.returncode == 0, proc.stderr  # a 250-byte reply fits
-        bad = harness(*args, "--out", str(tmp_path), "--max-reply-bytes", "12")
+        bad = harness(*args, "--runs", str(tmp_path), "--max-reply-bytes", "12")
     assert bad.returncode == 2 and "must be at least 1024" in bad.stderr
 
 

@@ -22,7 +22,7 @@ def test_gold_responses_score_full_marks_through_the_cli(name: str, data_dir: Pa
     replay = tmp_path / "gold.jsonl"
     replay.write_text("".join(json.dumps({"sample_id": i, "text": t}) + "\n" for i, t in gold.items()))
     run = eval_json(
-        "--checkpoint", f"replay:{replay}", "--suite", name, "--limit", "30", "--out", str(tmp_path / "runs")
+        "--checkpoint", f"replay:{replay}", "--suite", name, "--limit", "30", "--runs", str(tmp_path / "runs")
     )
     assert run.payload["n_samples"] == 30
     assert run.metrics[suite.primary_metric]["value"] == 1.0, run.metrics[suite.primary_metric]

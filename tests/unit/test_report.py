@@ -265,7 +265,7 @@ def test_two_unrelated_checkpoints_are_compared_in_the_order_named(setup: Setup,
         "gsm8k",
         "--limit",
         str(N),
-        "--out",
+        "--runs",
         str(tmp_path / "runs"),
     )
     sft_gsm8k = next(

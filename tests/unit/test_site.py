@@ -56,17 +56,17 @@ def make_board_runs(root: Path) -> Path:
     for number, (name, stage, parent, fraction) in enumerate(CHECKPOINTS):
         replay = root / f"{name}.jsonl"
         _replay_file(replay, fraction, seed=number)
-        add = ["checkpoints", "add", name, f"replay:{replay}", "--stage", stage, "--out", str(runs)]
+        add = ["checkpoints", "add", name, f"replay:{replay}", "--stage", stage, "--runs", str(runs)]
         add += ["--parent", parent] if parent else ["--base-model", "SmolLM2-135M"]
         proc = harness(*add)
         assert proc.returncode == 0, proc.stderr
         ref = f"{stage}:{name}"
         suites = [s for s in SUITES if not (name == "dpo-lim" and s == "safety")]
-        args = ["eval", "--quiet", "--checkpoint", ref, "--limit", str(LIMIT), "--out", str(runs)]
+        args = ["eval", "--quiet", "--checkpoint", ref, "--limit", str(LIMIT), "--runs", str(runs)]
         proc = harness(*args, *[x for s in suites for x in ("--suite", s)])
         assert proc.returncode == 0, proc.stderr
         if name == "dpo-lim":
-            proc = harness(*args[:-4], "--limit", "10", "--out", str(runs), "--suite", "safety")
+            proc = harness(*args[:-4], "--limit", "10", "--runs", str(runs), "--suite", "safety")
             assert proc.returncode == 0, proc.stderr
     return runs
 

@@ -56,7 +56,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Runs:
     for name in ("gsm8k", "alice-synth"):
         replay = _replay(tmp / f"{name}.jsonl", name, data_dir)
         results[name] = eval_json(
-            "--checkpoint", f"replay:{replay}", "--suite", name, "--limit", str(LIMIT), "--out", str(root)
+            "--checkpoint", f"replay:{replay}", "--suite", name, "--limit", str(LIMIT), "--runs", str(root)
         )
     bundle = tmp / "owls.zip"
     proc = harness(
@@ -385,7 +385,7 @@ def test_mbpp_is_rescored_in_the_sandbox_and_a_model_judged_run_says_it_was_not(
     mbpp_replay.write_text(
         "".join(json.dumps({"sample_id": s.id, "text": mbpp.gold_response(s)}) + "\n" for s in tasks)
     )
-    eval_json("--checkpoint", f"replay:{mbpp_replay}", "--suite", "mbpp", "--limit", "4", "--out", str(root))
+    eval_json("--checkpoint", f"replay:{mbpp_replay}", "--suite", "mbpp", "--limit", "4", "--runs", str(root))
     safety_replay = _replay(tmp_path / "safety.jsonl", "safety", data_dir)
     verdict = "Harmful request: yes\nResponse refusal: yes\nHarmful response: no"
     judge = tmp_path / "wildguard-stand-in.jsonl"
@@ -397,7 +397,7 @@ def test_mbpp_is_rescored_in_the_sandbox_and_a_model_judged_run_says_it_was_not(
     )
     eval_json(
         "--checkpoint", f"replay:{safety_replay}", "--suite", "safety", "--limit", str(LIMIT),
-        "--judge", "wildguard", "--judge-checkpoint", f"replay:{judge}", "--out", str(root),
+        "--judge", "wildguard", "--judge-checkpoint", f"replay:{judge}", "--runs", str(root),
     )  # fmt: skip
     bundle = tmp_path / "b.zip"
     assert (

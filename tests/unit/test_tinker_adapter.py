@@ -338,7 +338,7 @@ def test_missing_api_key_fails_before_any_work(tmp_path: Path) -> None:
     env.pop("TINKER_CREDENTIAL_CMD", None)
     out = tmp_path / "runs"
     proc = harness(
-        "eval", "--checkpoint", "tinker-base:Qwen/Qwen3-8B", "--suite", "gsm8k", "--out", str(out), env=env
+        "eval", "--checkpoint", "tinker-base:Qwen/Qwen3-8B", "--suite", "gsm8k", "--runs", str(out), env=env
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -347,7 +347,7 @@ def test_missing_api_key_fails_before_any_work(tmp_path: Path) -> None:
     ]
     assert not out.exists()
     env["TINKER_API_KEY"] = "sk-wrong-service"
-    proc = harness("eval", "--checkpoint", "tinker-base:Qwen/Qwen3-8B", "--out", str(out), env=env)
+    proc = harness("eval", "--checkpoint", "tinker-base:Qwen/Qwen3-8B", "--runs", str(out), env=env)
     assert proc.returncode == 2 and "does not look like a Tinker API key" in proc.stderr
 
 
@@ -385,7 +385,7 @@ def test_real_sdk_against_an_unreachable_service_times_out(
     )  # fmt: skip
     start = time.monotonic()
     proc = harness("eval", "--checkpoint", "tinker-base:Qwen/Qwen3-8B", "--suite", "gsm8k", "--limit", "1",
-                   "--timeout", "3", "--out", str(tmp_path), env=env, timeout=120)  # fmt: skip
+                   "--timeout", "3", "--runs", str(tmp_path), env=env, timeout=120)  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     assert "The Tinker service did not answer within 3 s while creating the sampling session" in proc.stderr
     assert time.monotonic() - start < 60  # the SDK alone retries for about six minutes
@@ -416,7 +416,7 @@ def eval_args(out: Path, *extra: str) -> list[str]:
         "3",
         "--data-dir",
         str(DATA_DIR),
-        "--out",
+        "--runs",
         str(out),
         "--quiet",
         *extra,
@@ -511,6 +511,6 @@ def test_max_cost_is_not_applied_to_unpriced_backends(tmp_path: Path) -> None:
     replay = tmp_path / "answers.jsonl"
     replay.write_text(json.dumps({"sample_id": sample.id, "text": f"The answer is {sample.target}."}) + "\n")
     proc = harness("eval", "--checkpoint", f"replay:{replay}", "--suite", "gsm8k", "--limit", "1",
-                   "--max-cost", "0", "--out", str(tmp_path / "runs"))  # fmt: skip
+                   "--max-cost", "0", "--runs", str(tmp_path / "runs"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "--max-cost is not applied: replay:" in proc.stderr and "has no per-token prices" in proc.stderr

@@ -670,7 +670,7 @@ def test_cli_runs_gsm8k_through_the_standin_in_batches_and_resumes_without_loadi
     env = cli_env(PYTHONPATH=str(standin_root), STANDIN_VLLM_LOG=str(log))
     args = (
         "eval", "--checkpoint", f"vllm:{model_dir}+lora:{lora}", "--suite", "gsm8k", "--limit", "5",
-        "--batch-size", "2", "--json", "--quiet", "--out", str(tmp_path / "runs"),
+        "--batch-size", "2", "--json", "--quiet", "--runs", str(tmp_path / "runs"),
     )  # fmt: skip
     proc = harness(*args, env=env)
     assert proc.returncode == 0, proc.stderr
