@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import sys
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 from harness.checkpoints import CheckpointRef
 from harness.data import DataSource
 from harness.errors import DataError, HarnessError, UsageError
+from harness.eval_plan import Answers, plan_generation
+from harness.generate_loop import generate_in_batches
 from harness.runs.cache import ResponseCache
 from harness.runs.manifest import Invocation, Manifest, git_state, now_iso
 from harness.runs.store import (
@@ -36,7 +37,9 @@ from harness.runs.store import (
     storage_error,
     write_json_atomic,
 )
-from harness.suite import LoadedData, Suite, score_sample, scoring_slots
+from harness.scoring_pool import ScoringPool
+from harness.suite import LoadedData, Suite
+from harness.suite import scoring_slots as scoring_slots  # re-exported: tests import it from here
 from harness.types import Adapter, Completion, GenerationSettings, Metric, Request, Sample, Score
 
 
@@ -209,7 +212,7 @@ async def _evaluate_locked(
         cost_estimate_usd=spec.cost_estimate_usd,
     )
     write_json_atomic(run_dir / MANIFEST, manifest.with_invocation(invocation, keep).to_record())
-    sandbox_runs_before = _sandbox_runs()
+    measurement_mark = suite.measurement_mark()  # what scoring measures (sandbox timing) goes in the manifest
     counters = Counters()
     cache: ResponseCache | None = None
     try:
@@ -229,7 +232,7 @@ async def _evaluate_locked(
         write_metrics(run_dir, suite, metrics)
         done = replace(
             counters.apply(invocation), finished_at=now_iso(), status="complete",
-            sandbox_timing=_sandbox_record(sandbox_runs_before),
+            sandbox_timing=suite.measurement_since(measurement_mark),
         )  # fmt: skip
         usage = [c for r in final_records for c in r.completions]
         manifest = replace(
@@ -244,7 +247,7 @@ async def _evaluate_locked(
         message = error.message if isinstance(error, HarnessError) else f"{type(error).__name__}: {error}"
         failed = replace(
             counters.apply(invocation), finished_at=now_iso(), status=status, error=message[:500],
-            sandbox_timing=_sandbox_record(sandbox_runs_before),
+            sandbox_timing=suite.measurement_since(measurement_mark),
         )  # fmt: skip
         # A full or read-only disk refuses this write too: the first error is the one reported.
         with contextlib.suppress(HarnessError):
@@ -257,17 +260,6 @@ async def _evaluate_locked(
     return EvalOutcome(run_dir=run_dir, metrics=metrics, invocation=done, n_samples=len(final_records))
 
 
-def _sandbox_runs() -> int:
-    # Looked up, not imported: a run that sandboxes nothing never loads the sandbox.
-    timing = sys.modules.get("suites.sandbox.timing")
-    return int(timing.runs_so_far()) if timing is not None else 0
-
-
-def _sandbox_record(runs_before: int) -> dict[str, Any] | None:
-    timing = sys.modules.get("suites.sandbox.timing")
-    return timing.record_since(runs_before) if timing is not None else None
-
-
 async def _generate_and_score(
     spec: EvalSpec,
     adapter: Adapter,
@@ -278,98 +270,49 @@ async def _generate_and_score(
     counters: Counters,
     progress: bool,
 ) -> None:
-    done_ids = {r.id for r in records}
-    pending = [s for s in samples if s.id not in done_ids]
-    requests = {s.id: spec.suite.requests(s, spec.settings, adapter.api) for s in pending}
+    """Plan what is left to generate, then generate it while a scoring pool scores and writes each sample
+    as its last response arrives (the samples the cache answered first), then wait for the pool."""
     identity = adapter.identity()
-    answers: dict[str, Completion] = {}  # request key -> completion
-    if cache is not None:
-        for reqs in requests.values():
-            for request in reqs:
-                key = request.key()
-                if key not in answers and (hit := cache.get(identity, key)) is not None:
-                    answers[key] = hit
-                    counters.cache_hits += 1
-    unique: dict[str, Request] = {}
-    for reqs in requests.values():
-        for request in reqs:
-            if request.key() not in answers:
-                unique.setdefault(request.key(), request)
-    waiting_on: dict[str, set[str]] = defaultdict(set)  # request key -> sample ids waiting for it
-    for sample_id, reqs in requests.items():
-        for request in reqs:
-            if request.key() in unique:
-                waiting_on[request.key()].add(sample_id)
-    by_id = {s.id: s for s in pending}
 
+    def cached(key: str) -> Completion | None:
+        hit = cache.get(identity, key) if cache is not None else None
+        counters.cache_hits += hit is not None
+        return hit
+
+    plan = plan_generation(
+        samples,
+        {r.id for r in records},
+        lambda sample: spec.suite.requests(sample, spec.settings, adapter.api),
+        cached if cache is not None else None,
+    )
+    answers = Answers(plan)
     bar = _progress_bar(len(samples), len(records), progress)
-    # Scoring runs beside generation, a bounded number of samples at a time: the code sandbox uses
-    # every core and a model judge answers requests concurrently. A one-at-a-time scorer runs inline,
-    # so each sample is on disk right after its response is cached (nothing is kept only in the cache).
-    slots = scoring_slots(spec.suite)
-    score_gate = asyncio.Semaphore(slots)
-    scoring: set[asyncio.Task[None]] = set()
 
-    async def finish(sample_id: str) -> None:
-        sample, reqs = by_id[sample_id], requests[sample_id]
-        completions = [answers[r.key()] for r in reqs]
-        async with score_gate:
-            score = await score_sample(spec.suite, sample, completions)
-        record = record_for(sample, reqs, completions, score)
-        samples_file.append(record)  # on the event loop's thread, so appends never interleave
+    def write(sample: Sample, completions: Sequence[Completion], score: Score) -> None:
+        record = record_for(sample, plan.requests[sample.id], completions, score)
+        samples_file.append(record)  # called on the event loop's thread, so appends never interleave
         records.append(record)
         if bar is not None:
             bar.update(1)
 
-    async def start_scoring(sample_id: str) -> None:
-        if slots == 1:
-            return await finish(sample_id)
-        for task in [t for t in scoring if t.done()]:  # a scorer's error stops the run at once
-            scoring.discard(task)
-            task.result()
-        scoring.add(asyncio.create_task(finish(sample_id)))
+    pool = ScoringPool(spec.suite, write)
+
+    async def answer(batch: list[Request], completions: list[Completion]) -> None:
+        counters.generated += len(batch)
+        for request, completion in zip(batch, completions, strict=True):
+            completed = answers.add(request.key(), completion)
+            if cache is not None:
+                cache.put(identity, request.key(), completion)
+            for sample_id in completed:
+                await pool.submit(plan.samples[sample_id], answers.completions_for(sample_id))
 
     try:
-        for sample_id, reqs in requests.items():  # everything the cache answered is scored first
-            if all(r.key() in answers for r in reqs):
-                await start_scoring(sample_id)
-        if unique:
-            await adapter.preflight()
-            todo = list(unique.values())
-            size = max(1, adapter.batch_size)
-            batches = [todo[i : i + size] for i in range(0, len(todo), size)]
-            gate = asyncio.Semaphore(max(1, adapter.concurrency))
-
-            async def run_batch(batch: list[Request]) -> tuple[list[Request], list[Completion]]:
-                async with gate:
-                    return batch, await adapter.generate(batch)
-
-            tasks = [asyncio.create_task(run_batch(b)) for b in batches]
-            try:
-                for next_done in asyncio.as_completed(tasks):
-                    batch, completions = await next_done
-                    counters.generated += len(batch)
-                    for request, completion in zip(batch, completions, strict=True):
-                        key = request.key()
-                        answers[key] = completion
-                        if cache is not None:
-                            cache.put(identity, key, completion)
-                        for sample_id in sorted(waiting_on.pop(key, ())):
-                            if all(r.key() in answers for r in requests[sample_id]):
-                                await start_scoring(sample_id)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-        while scoring:  # the first scorer error is raised; the rest are cancelled below
-            done, _ = await asyncio.wait(scoring, return_when=asyncio.FIRST_EXCEPTION)
-            for finished in done:
-                scoring.discard(finished)
-                finished.result()
+        async with pool:
+            for sample_id in plan.answered_by_cache:
+                await pool.submit(plan.samples[sample_id], answers.completions_for(sample_id))
+            await generate_in_batches(adapter, plan.to_generate, answer)
+            await pool.drain()
     finally:
-        for unfinished in scoring:
-            unfinished.cancel()
-        await asyncio.gather(*scoring, return_exceptions=True)
         if bar is not None:
             bar.close()
         counters.retries = sum(getattr(adapter, "retry_counts", {}).values())
