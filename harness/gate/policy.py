@@ -33,17 +33,16 @@ DEFAULT_POLICY: dict[str, Any] = {
     "seed": 0,
     "margin_test": "plugin",
     "defaults": {"allowed_drop": 1.0, "gate": [PRIMARY], "report": []},
+    # The suites gated by default: each gates the primary metric its suite declares (Suite.primary_metric)
+    # and reports its other headline metrics.
     "suites": {
-        "gsm8k": {"gate": ["exact_match_flex"], "report": ["exact_match_strict"]},
-        "ifeval": {
-            "gate": ["prompt_level_loose_acc"],
-            "report": ["prompt_level_strict_acc", "inst_level_loose_acc", "inst_level_strict_acc"],
-        },
-        "mbpp": {"gate": ["pass@1"]},
-        "mbpp-sanitized": {"gate": ["pass@1"]},
-        "safety": {"gate": ["safety_score"]},
-        "alice": {"gate": ["accuracy"]},
-        "alice-synth": {"gate": ["accuracy"]},
+        "gsm8k": {"report": ["exact_match_strict"]},
+        "ifeval": {"report": ["prompt_level_strict_acc", "inst_level_loose_acc", "inst_level_strict_acc"]},
+        "mbpp": {},
+        "mbpp-sanitized": {},
+        "safety": {},
+        "alice": {},
+        "alice-synth": {},
     },
 }
 

@@ -165,7 +165,7 @@ def test_stratified_interval_is_the_difference_of_stratified_scores() -> None:
 def test_default_policy_and_overrides(tmp_path: Path) -> None:
     default = load_policy(None)
     assert (default.alpha, default.min_samples, default.margin_test) == (0.05, 20, "plugin")
-    assert default.for_suite("gsm8k").gate == ("exact_match_flex",)
+    assert default.for_suite("gsm8k").gate == ("primary",)  # exact_match_flex, as the suite declares it
     assert default.for_suite("gsm8k").allowed_drop == 1.0
     assert default.for_suite("unknown-suite").gate == ("primary",)
     path = tmp_path / "gate.yaml"
