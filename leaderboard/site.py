@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -203,9 +204,28 @@ def _metric_rows(run: RunView) -> list[dict[str, Any]]:
     return rows
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write(path: Path, text: str, made: set[Path] | None = None) -> None:
+    """Write one file, making its folder first (`made`: folders this build already made, skipped)."""
+    if made is None or path.parent not in made:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if made is not None:
+            made.add(path.parent)
     path.write_text(text, encoding="utf-8")
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes in the files under root, as rglob + is_file + stat counts them (a link to a file counts its
+    target; linked folders are not entered), with os.walk: a fraction of the time for 12,000 files."""
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                info = os.stat(os.path.join(folder, name))
+            except OSError:  # a dangling link: not a file
+                continue
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+    return total
 
 
 def _run_payload(checkpoint: CheckpointView, run: RunView, samples: RunSamples) -> dict[str, Any]:
@@ -246,7 +266,7 @@ def build_site(run_roots: Sequence[Path], out: Path, references: Path | None) ->
         try:
             _carry_over(out, work)
             pages, n_runs = _write_site(work, catalog, index.payload)
-            size = sum(p.stat().st_size for p in work.rglob("*") if p.is_file())
+            size = _tree_bytes(work)
             replaced, swapped = swap_in(work, out), True
         except OSError as error:
             raise storage(error, out, "write the site") from None
@@ -267,6 +287,7 @@ def _write_site(out: Path, catalog: Catalog, payload: dict[str, Any]) -> tuple[i
     checkpoint_template = env.get_template("checkpoint.html")
     pages = 0
     n_runs = 0
+    made: set[Path] = set()  # folders already made: 12,000 files need only ~1,000 mkdir calls
     order = catalog.suites()  # the index's column order
     for checkpoint in catalog.checkpoints:
         scores: dict[str, Any] = {}
@@ -278,11 +299,12 @@ def _write_site(out: Path, catalog: Catalog, payload: dict[str, Any]) -> tuple[i
             _write(
                 out / page.replace(".html", ".js"),
                 js_assign("window.LB_RUN", _run_payload(checkpoint, run, samples)),
+                made,
             )
             _write(out / page, run_template.render(
                 root="../../", page="run", checkpoint=checkpoint, suite=suite, run=run,
                 data_src=f"{suite}.js", cell=rows_by_id[checkpoint.id]["cells"][suite],
-            ))  # fmt: skip
+            ), made)  # fmt: skip
             pages += 1
             cell = rows_by_id[checkpoint.id]["cells"][suite]
             scores[suite] = {
@@ -293,11 +315,11 @@ def _write_site(out: Path, catalog: Catalog, payload: dict[str, Any]) -> tuple[i
             suites_view.append({"suite": suite, "run": run, "cell": cell, "metrics": _metric_rows(run),
                                 "page": page, "manifest": run.manifest.to_record()})  # fmt: skip
         target = f"(window.LB_SCORES=window.LB_SCORES||{{}})[{json.dumps(checkpoint.id)}]"
-        _write(out / "data" / "scores" / f"{checkpoint.id}.js", js_assign(target, scores))
+        _write(out / "data" / "scores" / f"{checkpoint.id}.js", js_assign(target, scores), made)
         _write(out / checkpoint_page(checkpoint.id), checkpoint_template.render(
             root="../", page="checkpoint", checkpoint=checkpoint, row=rows_by_id[checkpoint.id],
             suites=suites_view, lineage_entry=_lineage_entry(checkpoint),
-        ))  # fmt: skip
+        ), made)  # fmt: skip
         pages += 1
     figures = site_figures(catalog)
     _write(out / "data" / "index.js", js_assign("window.LB_INDEX", payload))

@@ -71,11 +71,14 @@ def lineage_pairs(catalog: Catalog) -> list[tuple[CheckpointView, CheckpointView
     """(parent, child) for each checkpoint whose registered parent is in the catalog: matched by
     registry name = label, within the child's team first."""
     by_team = {(c.team, c.label): c for c in catalog.checkpoints}
+    by_label: dict[str, CheckpointView] = {}  # catalog.by_label (the first with that label), as a dict
+    for c in catalog.checkpoints:
+        by_label.setdefault(c.label, c)
     pairs = []
     for child in catalog.checkpoints:
         if child.parent is None:
             continue
-        parent = by_team.get((child.team, child.parent)) or catalog.by_label(child.parent)
+        parent = by_team.get((child.team, child.parent)) or by_label.get(child.parent)
         if parent is not None and parent.id != child.id:
             pairs.append((parent, child))
     parent_of = {child.id: parent for parent, child in pairs}

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from harness.gate.paired import paired_bootstrap
 from harness.runs.catalog import (
     HELPFULNESS_SUITES,
     Catalog,
@@ -45,6 +44,7 @@ from reports.figure_parts import (
     stage_of,
     stages_in_order,
 )
+from reports.paired_cache import BootstrapIntervals, SharedSamples
 
 MAX_ARROWS = 300  # more arrow annotations than this make plotly's SVG layer sluggish
 MAX_LABELLED = 30  # safety_vs_helpfulness: up to this many points carry their name on the plot
@@ -230,23 +230,27 @@ def _unpaired(
 
 def stage_deltas_data(catalog: Catalog, resamples: int = FIGURE_RESAMPLES) -> list[StageDelta]:
     """Per lineage pair and suite both ran comparably: the primary metric's change child - parent."""
-    out = []
     suites = catalog.suites()
+    todo = []
     for parent, child in lineage_pairs(catalog):
         for suite in suites:
             run_a, run_b = parent.runs.get(suite), child.runs.get(suite)
             if run_a is None or run_b is None or skip_reason(run_a, run_b, catalog, "a", "b") is not None:
                 continue
-            pairs = paired_scores(run_a, run_b)
-            if isinstance(pairs, str):
-                found = _unpaired(parent, child, run_a, run_b)
-                if found is not None:
-                    out.append(found)
-                continue
-            d = paired_bootstrap(pairs.a, pairs.b, resamples=resamples, strata=pairs.strata)
-            out.append(
-                StageDelta(parent, child, suite, run_a.primary, d.delta, d.ci_low, d.ci_high, True, d.n)
-            )
+            todo.append((parent, child, suite, run_a, run_b))
+    # Most runs are in two pairs (as child, then as parent) and many pairs share a bootstrap table.
+    samples = SharedSamples(run for *_, run_a, run_b in todo for run in (run_a, run_b))
+    intervals = BootstrapIntervals(resamples)
+    out = []
+    for parent, child, suite, run_a, run_b in todo:
+        pairs = paired_scores(samples.view(run_a), samples.view(run_b))
+        if isinstance(pairs, str):
+            found = _unpaired(parent, child, run_a, run_b)
+            if found is not None:
+                out.append(found)
+            continue
+        d = intervals.paired(pairs.a, pairs.b, pairs.strata)
+        out.append(StageDelta(parent, child, suite, run_a.primary, d.delta, d.ci_low, d.ci_high, True, d.n))
     return out
 
 
