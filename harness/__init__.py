@@ -25,7 +25,7 @@ _API = {
     "SuiteRun": "harness.api.evaluate",
     "Generation": "harness.api.evaluate",
     "gate": "harness.api.gate",
-    "GateResult": "harness.gate.collect",
+    "GateResult": "harness.gating.collect",
     "load_runs": "harness.api.runs",
     "Runs": "harness.api.runs",
     "rescore": "harness.api.rescore",
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from harness.api.rescore import RescoreResult, rescore
     from harness.api.runs import Runs, load_runs
     from harness.errors import HarnessError
-    from harness.gate.collect import GateResult
+    from harness.gating.collect import GateResult
     from harness.suite import SuiteOptions
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.gate.paired import (
+from harness.gating.paired import (
     McNemar,
     PairedDelta,
     holm,

@@ -6,7 +6,7 @@ bootstrap: most of a site build. Both are shared here, with results identical to
 
 - `SharedSamples`: a run's per-sample records, read once for all the pairs that use it and dropped
   after its last use (pairs come team by team, so memory holds about one team's runs, never the class's).
-- `BootstrapIntervals`: harness.gate.paired.paired_bootstrap draws each resample as binomial counts
+- `BootstrapIntervals`: harness.gating.paired.paired_bootstrap draws each resample as binomial counts
   over a stratum's sorted distinct differences (strata in order of first appearance), so its interval
   is a function of those tables (with the seed, level and resample count). Pairs whose tables are
   equal (common with 0/1 scores on small runs: 20 samples give at most 231 tables) share one
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from harness.gate.paired import PairedDelta, paired_bootstrap
+from harness.gating.paired import PairedDelta, paired_bootstrap
 from harness.runs.catalog import RunView
 from harness.runs.store import SampleRecord
 

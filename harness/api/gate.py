@@ -1,5 +1,5 @@
 """`harness.gate`: did the candidate regress against the baseline? PASS, FAIL or INCONCLUSIVE per suite
-and overall, from paired per-sample statistics under a policy (harness/gate/)."""
+and overall, from paired per-sample statistics under a policy (harness/gating/)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.gate.collect import GateResult, MissingRun, run_gate
-from harness.gate.policy import GatePolicy
+from harness.gating.collect import GateResult, MissingRun, run_gate
+from harness.gating.policy import GatePolicy
 from harness.runs.store import runs_root
 
 log = logging.getLogger("harness")

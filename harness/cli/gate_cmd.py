@@ -1,5 +1,5 @@
 """`harness gate --baseline REF --candidate REF`: did the candidate regress? PASS, FAIL or INCONCLUSIVE per
-suite and overall, from paired per-sample statistics, under a policy: a thin shell over `harness.gate` (harness/api/gate.py, harness/gate/).
+suite and overall, from paired per-sample statistics, under a policy: a thin shell over `harness.gate` (harness/api/gate.py, harness/gating/).
 
 REF: a run folder (or a unique part of its path under the runs folder), a checkpoint reference, or a
 registry tag such as sft:latest (its runs are looked up in the runs folder). Exit codes: 0 PASS, 10 FAIL,

@@ -107,7 +107,7 @@ def test_gsm8k_degraded_candidate_is_not_passed(embedded_gsm8k_20: EvalResult, t
     )
     (suite,) = payload["suites"]  # type: ignore[misc]
     flex = suite["metrics"][0]
-    assert suite["settings_differences"]["max_tokens"] == [512, 16]
+    assert suite["settings_differences"]["max_tokens"] == [128, 16]
     assert (code, payload["overall"], suite["verdict"]) == (11, "INCONCLUSIVE", "INCONCLUSIVE")
     assert flex["p_holm"] > 0.05
     assert flex["mde_points"] > 20.0  # only a drop of more than ~26 points is detectable at n = 20

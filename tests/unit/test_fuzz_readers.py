@@ -282,7 +282,7 @@ def test_registry(tmp_path: Path) -> None:
 
 
 def test_gate_policy(tmp_path: Path) -> None:
-    from harness.gate.policy import load_policy
+    from harness.gating.policy import load_policy
 
     rng = random.Random(f"{SEED}-policy")
     record = {"alpha": 0.05, "min_samples": 20, "defaults": {"allowed_drop": 1.0, "gate": ["primary"]},
@@ -351,7 +351,7 @@ def test_an_integer_too_long_to_convert_is_a_data_error(reader: str, template: P
 def test_an_integer_too_long_to_convert_in_the_shared_readers(
     reader: str, template: Path, tmp_path: Path
 ) -> None:
-    from harness.gate.policy import load_policy
+    from harness.gating.policy import load_policy
     from harness.runs.manifest import Manifest
     from harness.runs.store import read_json
     from training.config import load_stage_config

@@ -12,8 +12,8 @@ import pytest
 
 from harness.cli import main
 from harness.errors import UsageError
-from harness.gate.policy import build_policy, load_policy
-from harness.gate.verdicts import (
+from harness.gating.policy import build_policy, load_policy
+from harness.gating.verdicts import (
     apply_holm,
     binary_drop_test,
     binom_sf,

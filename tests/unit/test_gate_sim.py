@@ -1,4 +1,4 @@
-"""Simulations with known truth through the gate's statistical core (harness.gate.simulate_gate: the same
+"""Simulations with known truth through the gate's statistical core (harness.gating.simulate_gate: the same
 gate_metric -> Holm -> verdict path as the CLI), with few bootstrap resamples since only the test decides FAIL.
 
 The data model: each pair is a regression (baseline right, candidate wrong) with probability p10, an
@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-from harness.gate.verdicts import MarginTest, simulate_gate
+from harness.gating.verdicts import MarginTest, simulate_gate
 
 GATES = 1000
 ALPHA = 0.05

@@ -80,7 +80,7 @@ def test_size_bound_is_checked_before_parsing(tmp_path: Path) -> None:
 
 
 def test_user_yaml_files_invalid_bytes_are_data_errors_and_bad_syntax_usage_errors(tmp_path: Path) -> None:
-    from harness.gate.policy import load_policy
+    from harness.gating.policy import load_policy
     from training.config import load_stage_config
 
     policy = tmp_path / "gate.yaml"

@@ -1,4 +1,4 @@
-"""harness.gate.paired against hand computations, scipy (when installed) and brute-force index resampling."""
+"""harness.gating.paired against hand computations, scipy (when installed) and brute-force index resampling."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from harness.gate.paired import (
+from harness.gating.paired import (
     binomial_variate,
     holm,
     mcnemar_exact,

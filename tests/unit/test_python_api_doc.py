@@ -40,6 +40,8 @@ def test_import_harness_stays_cheap_and_the_api_is_there() -> None:
         "import sys, harness; before = set(sys.modules); "
         "assert not any(m.startswith(('adapters', 'suites', 'harness.api')) for m in before), sorted(before); "
         "assert callable(harness.evaluate) and callable(harness.gate) and callable(harness.load_runs); "
+        "import harness.gating.collect, harness.runs.catalog; "  # a subpackage import must not shadow them
+        "assert callable(harness.gate) and callable(harness.load_runs) and callable(harness.rescore); "
         "print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)

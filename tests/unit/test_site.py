@@ -234,7 +234,7 @@ def test_sample_browser_data(board: tuple[Path, Path], index: dict[str, Any]) ->
 
 
 def test_compare_scores_give_the_paired_deltas(board: tuple[Path, Path], index: dict[str, Any]) -> None:
-    paired = pytest.importorskip("harness.gate.paired")
+    paired = pytest.importorskip("harness.gating.paired")
     site = board[1]
     a, b = _row(index, "sft-1"), _row(index, "dpo-1")
     sa, sb = (read_global(site / "data" / "scores" / f"{r['id']}.js") for r in (a, b))

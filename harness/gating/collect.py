@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from harness.errors import DataError, UsageError
-from harness.gate.policy import PRIMARY, GatePolicy, load_policy
-from harness.gate.report import markdown, render_table, to_json
-from harness.gate.verdicts import (
+from harness.gating.policy import PRIMARY, GatePolicy, load_policy
+from harness.gating.report import markdown, render_table, to_json
+from harness.gating.verdicts import (
     MarginTest,
     SuiteResult,
     Verdict,

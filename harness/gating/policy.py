@@ -71,7 +71,7 @@ class GatePolicy:
     min_samples: int
     resamples: int
     seed: int
-    margin_test: str  # plugin | berger-boos (harness/gate/verdicts.py)
+    margin_test: str  # plugin | berger-boos (harness/gating/verdicts.py)
     defaults: SuitePolicy
     suites: Mapping[str, SuitePolicy] = field(default_factory=dict)
     source: str = "built-in defaults"

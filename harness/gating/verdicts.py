@@ -3,7 +3,7 @@
 Per suite and metric, on the samples both runs scored (paired by sample id), with d_i = candidate_i -
 baseline_i, delta = mean(d) and m = the policy's allowed drop (a fraction):
 
-- Interval: paired bootstrap percentile interval of delta (harness.gate.paired.paired_bootstrap; the safety
+- Interval: paired bootstrap percentile interval of delta (harness.gating.paired.paired_bootstrap; the safety
   score resamples within its strata, as compare.py defines it).
 - Test of H0 "delta >= -m" (the drop is at most the allowed one) against H1 "delta < -m", one-sided:
   * 0/1 scores, m = 0: exact McNemar. Given the n_d discordant pairs, the regressions b10 ~ Bin(n_d, 1/2)
@@ -48,7 +48,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Literal
 
-from harness.gate.paired import PairedDelta, binomial_variate, holm, is_binary, paired_bootstrap
+from harness.gating.paired import PairedDelta, binomial_variate, holm, is_binary, paired_bootstrap
 
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 MarginTest = Literal["plugin", "berger-boos"]

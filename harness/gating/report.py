@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from harness.gate.verdicts import MetricGate, SuiteResult, Verdict
+from harness.gating.verdicts import MetricGate, SuiteResult, Verdict
 from harness.stats import json_number
 
 if TYPE_CHECKING:
-    from harness.gate.policy import GatePolicy
+    from harness.gating.policy import GatePolicy
 
 EXIT_CODES = {"PASS": 0, "FAIL": 10, "INCONCLUSIVE": 11, "refused": 2, "missing run": 4}
 
