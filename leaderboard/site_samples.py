@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import DataError
-from harness.readers import parse_json
+from harness.readers import DEFAULT_MAX_BYTES, MiB, parse_json
 from harness.runs.catalog import RunView
 from harness.runs.scores import per_sample_key, stratum_of
 from harness.runs.store import SAMPLES
 
 CORRECT_AT = 1.0 - 1e-9
+MAX_SAMPLES_BYTES = DEFAULT_MAX_BYTES  # the bound every reader of a samples file keeps (harness.runs.store)
 _FIX = "Repair or delete the run (see `harness runs`), then rebuild the site."
 
 
@@ -70,8 +71,17 @@ def read_run_samples(run: RunView) -> RunSamples:
     if not path.is_file():
         return RunSamples(run.primary, [], [], [], [], strata)
     first_line: dict[str, int] = {}  # a repeated sample would be counted twice in every statistic
+    read = 0
     with path.open("rb") as handle:  # bytes: parse_json decodes strictly, naming the line and byte
-        for number, line in enumerate(handle, start=1):
+        # readline(limit): a file with no newline (or one that grows while read) is never held whole.
+        for number, line in enumerate(iter(lambda: handle.readline(MAX_SAMPLES_BYTES + 1), b""), start=1):
+            read += len(line)
+            if read > MAX_SAMPLES_BYTES:
+                raise DataError(
+                    f"{path} holds more than {MAX_SAMPLES_BYTES // MiB} MiB by line {number}, more than a "
+                    "samples file may hold.",
+                    _FIX,
+                )
             if not line.endswith(b"\n"):
                 break  # a torn last line (the run is being written or crashed): the harness redoes it
             row = parse_json(line, path, "samples file", number, _FIX)

@@ -297,3 +297,25 @@ def test_thousand_checkpoints_build_fast(board: tuple[Path, Path], tmp_path: Pat
     payload = read_global(tmp_path / "site" / "data" / "index.js")
     assert len(payload["rows"]) == 1000 and [r["rank"] for r in payload["rows"]].count(1) == 1000  # all tied
     print(summary.describe())
+
+
+def test_an_oversized_samples_file_is_refused_without_reading_it_whole(
+    board: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sample browser reads samples.jsonl line by line, never more than the bound every samples
+    reader keeps: a hostile file (one huge line with no newline) is a DataError naming it, not an OOM."""
+    import leaderboard.site_samples as site_samples
+    from harness.runs.catalog import load_run
+
+    runs, _site = board
+    run_dir = next(runs.rglob("samples.jsonl")).parent
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    size = (copy / "samples.jsonl").stat().st_size
+    assert site_samples.read_run_samples(load_run(copy)).ids  # within the bound: read as before
+    monkeypatch.setattr(site_samples, "MAX_SAMPLES_BYTES", size // 2)
+    with pytest.raises(DataError, match=r"samples.jsonl holds more than .* by line \d+"):
+        site_samples.read_run_samples(load_run(copy))
+    (copy / "samples.jsonl").write_bytes(b'{"id": "x", "scores": {"' + b"a" * size)  # no newline at all
+    with pytest.raises(DataError, match="holds more than"):
+        site_samples.read_run_samples(load_run(copy))
