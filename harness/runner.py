@@ -39,7 +39,6 @@ from harness.runs.store import (
 )
 from harness.scoring_pool import ScoringPool
 from harness.suite import LoadedData, Suite
-from harness.suite import scoring_slots as scoring_slots  # re-exported: tests import it from here
 from harness.types import Adapter, Completion, GenerationSettings, Metric, Request, Sample, Score
 
 

@@ -18,7 +18,8 @@ from adapters import AdapterOptions
 from adapters.replay import ReplayAdapter
 from harness.checkpoints import parse_checkpoint
 from harness.data import DataSource
-from harness.runner import EvalSpec, evaluate, scoring_slots
+from harness.runner import EvalSpec, evaluate
+from harness.suite import scoring_slots
 from harness.types import Completion, Request, Sample, Score
 from suites.gsm8k import GSM8K
 from suites.mbpp import MBPP
