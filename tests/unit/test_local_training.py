@@ -277,7 +277,8 @@ def test_dpo_continues_the_sft_adapter_against_the_sft_model(
     assert (
         config["r"] == 8
         and config["lora_alpha"] == 16
-        and config["target_modules"] == parent["target_modules"]
+        # peft writes target_modules from a set: the order follows the process's string hash seed
+        and sorted(config["target_modules"]) == sorted(parent["target_modules"])
     )
     assert result.details["lora"]["continued_from"] == str(sft_adapter)
     ref = parse_checkpoint(result.reference)
