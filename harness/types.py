@@ -137,7 +137,9 @@ class Metric:
     ci_low: float | None
     ci_high: float | None
     n: int
-    ci_method: str | None = None  # "wilson" for proportions, "bootstrap" otherwise; None when unrecorded
+    # How ci_low/ci_high were made (harness.stats): "wilson", "wilson-bounded", "t", "bootstrap",
+    # "stratified-wilson"; None when unrecorded.
+    ci_method: str | None = None
 
     def __post_init__(self) -> None:
         for field_name in ("value", "stderr", "ci_low", "ci_high"):

@@ -2,9 +2,11 @@
 
 Per suite that both checkpoints ran under the column's settings (`Catalog.comparable`, equal
 comparability keys): the primary metric's per-sample scores, paired by sample id, give the paired
-bootstrap delta (b - a) with a 95% interval; McNemar's exact test when the scores are 0/1 (a sign-flip
-randomization test otherwise); Holm-adjusted p-values across the suites compared; and the examples
-whose score changed ("flips"), with prompt, both responses and both verdicts.
+delta (b - a) with a 95% interval (harness.gating.paired.paired_delta: the paired bootstrap from 30
+pairs with 5 off the most common difference, else a small-n method that never has zero width, named in
+the record's `ci_method`); McNemar's exact test when the scores are 0/1 (a sign-flip randomization test
+otherwise); Holm-adjusted p-values across the suites compared; and the examples whose score changed
+("flips"), with prompt, both responses and both verdicts.
 
 Per-sample key: the primary metric's own name when samples.jsonl stores it (gsm8k exact_match_flex,
 ifeval prompt_level_loose_acc, mbpp pass@1, alice accuracy). The safety score is not a per-sample
@@ -28,7 +30,7 @@ from harness.gating.paired import (
     holm,
     is_binary,
     mcnemar_exact,
-    paired_bootstrap,
+    paired_delta,
     sign_flip_test,
 )
 from harness.runs.catalog import Catalog, CheckpointView, RunView
@@ -111,6 +113,7 @@ def _suite_record(s: SuiteComparison, max_flips: int | None) -> dict[str, Any]:
         "mean_b": json_number(d.mean_b),
         "delta": json_number(d.delta),
         "ci": [json_number(d.ci_low), json_number(d.ci_high)],
+        "ci_method": d.method,
         "stderr": json_number(d.stderr),
         "test": s.test,
         "p_value": json_number(s.p_value),
@@ -251,7 +254,7 @@ def compare_runs(
     pairs = paired_scores(run_a, run_b)
     if isinstance(pairs, str):
         return pairs
-    delta = paired_bootstrap(pairs.a, pairs.b, resamples=resamples, seed=seed, strata=pairs.strata)
+    delta = paired_delta(pairs.a, pairs.b, resamples=resamples, seed=seed, strata=pairs.strata)
     binary = is_binary(pairs.a) and is_binary(pairs.b)
     mcnemar = mcnemar_exact(pairs.a, pairs.b) if binary else None
     p_value = mcnemar.p_value if mcnemar else sign_flip_test(pairs.a, pairs.b, resamples=resamples, seed=seed)

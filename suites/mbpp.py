@@ -23,7 +23,8 @@ scaled to this machine's measured speed and load (`suites.sandbox.timing`, recor
 
 Metrics: pass@1 (primary). With n > 1 samples per task (temperature > 0), pass@k for k in
 1, 2, 5, 10, 20, 50, 100 up to n, each per task by the unbiased estimator of Chen et al. (2021),
-1 - C(n-c, k) / C(n, k), then averaged over tasks (stderr and bootstrap CI; Wilson when all 0/1).
+1 - C(n-c, k) / C(n, k), then averaged over tasks (stderr and bootstrap CI; Wilson when all 0/1, and the
+Wilson interval of the sum below 30 tasks, harness.stats).
 """
 
 from __future__ import annotations

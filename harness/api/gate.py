@@ -24,11 +24,13 @@ def gate(
     eval_missing: bool = False,
     data_dir: str | Path | None = None,
     strict_settings: bool = False,
+    progress: bool = True,
 ) -> GateResult:
     """Gate `candidate` against `baseline` (each a run folder, a checkpoint reference or STAGE:TAG).
     `policy`: a policy YAML file or a GatePolicy (default: built-in). `eval_missing=True` evaluates a
     suite a side has no complete run of, with the other side's decoding and limit (data from
-    `data_dir`). The result's `exit_code` is the CLI's: 0 PASS, 10 FAIL, 11 INCONCLUSIVE."""
+    `data_dir`), showing progress unless `progress=False`. The result's `exit_code` is the CLI's: 0 PASS,
+    10 FAIL, 11 INCONCLUSIVE."""
     root = runs_root(None if runs is None else str(runs))
     chosen = policy if isinstance(policy, GatePolicy) or policy is None else str(policy)
 
@@ -44,7 +46,7 @@ def gate(
             scoring = None if judge is None else SuiteOptions(judge=str(judge))
         results = evaluate(
             missing.reference, [missing.suite], limit=limit, runs=root, data_dir=data_dir,
-            generation=generation, scoring=scoring,
+            generation=generation, scoring=scoring, progress=progress,
         )  # fmt: skip
         log.info("gate: evaluated %s on %s -> %s", results.checkpoint, missing.suite, results.runs[0].run_dir)
 

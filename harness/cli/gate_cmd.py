@@ -38,7 +38,7 @@ def register(commands: Any) -> None:
     add_json_flag(p)
     p.add_argument("--markdown", metavar="FILE", help="write a Markdown summary to FILE")
     p.add_argument("--summary", action="store_true", help="append the Markdown to $GITHUB_STEP_SUMMARY")
-    add_quiet_flag(p, "no info lines")
+    add_quiet_flag(p, "no progress or info lines")
     p.set_defaults(func=run)
 
 
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         eval_missing=args.eval_missing,
         data_dir=args.data_dir,
         strict_settings=args.strict_settings,
+        progress=not args.quiet,
     )
     text = result.markdown()
     if args.markdown:

@@ -1,6 +1,10 @@
 """Statistics for comparing two runs on the same samples (the compare page, the reports and the gate).
 
 - `pair_by_id`: the samples both runs scored, in the first run's order.
+- `paired_delta`: the difference of means (b - a) with the interval the reports and the gate print: the
+  paired bootstrap where it suits the pairs, else a small-n method (harness.gating.paired_intervals:
+  Tango's score interval for 0/1 scores, Student-t or a bounded Tango interval for graded ones, a
+  stratified Tango interval for strata); `PairedDelta.method` names it.
 - `paired_bootstrap`: the difference of means (b - a) with a seeded percentile interval from resampling
   the *pairs* (so the correlation between the two runs is kept: far narrower than comparing two
   independent intervals). Optional strata: the statistic is then the mean of per-stratum means (the
@@ -22,8 +26,9 @@ import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from harness.gating.paired_intervals import bootstrap_suits_pairs, small_n_interval, stratified_interval
 from harness.stats import stderr_of_mean
 
 
@@ -37,7 +42,8 @@ class PairedDelta:
     n: int  # pairs
     stderr: float  # standard error of the mean paired difference (nan when n < 2)
     level: float = 0.95
-    resamples: int = 10000
+    resamples: int = 10000  # 0: no bootstrap made the interval
+    method: str = "bootstrap"  # how ci_low/ci_high were made (harness.gating.paired_intervals)
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,7 @@ def _resampled_sum(rng: random.Random, values: Sequence[float], counts: Sequence
     return total + left * values[-1]
 
 
-def _percentile_interval(stats: list[float], level: float) -> tuple[float, float]:
+def percentile_interval(stats: list[float], level: float) -> tuple[float, float]:
     # The same convention as harness.stats.bootstrap_interval.
     stats.sort()
     count = len(stats)
@@ -174,8 +180,39 @@ def paired_bootstrap(
         sum(_resampled_sum(rng, values, counts, size) / size for values, counts, size in tables) / k
         for _ in range(resamples)
     ]
-    low, high = _percentile_interval(stats, level)
+    low, high = percentile_interval(stats, level)
     return PairedDelta(mean_a, mean_b, mean_b - mean_a, low, high, len(a), stderr, level, resamples)
+
+
+def paired_delta(
+    a: Sequence[float],
+    b: Sequence[float],
+    resamples: int = 10000,
+    seed: int = 0,
+    level: float = 0.95,
+    strata: Sequence[str] | None = None,
+) -> PairedDelta:
+    """paired_bootstrap where every stratum (or the whole, without strata) suits the bootstrap, else the
+    same means with a small-n interval and its method (harness.gating.paired_intervals). The choice and
+    the interval depend only on each stratum's differences and on whether the scores are 0/1 or lie in
+    [0, 1], never on the seed."""
+    labels = list(strata) if strata is not None else ["" for _ in a]
+    _check_pairs(a, b)
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError("resamples must be >= 1 and level in (0, 1)")
+    groups: dict[str, list[float]] = {}
+    for label, x, y in zip(labels, a, b, strict=False):
+        groups.setdefault(label, []).append(y - x)
+    if len(labels) != len(a) or all(bootstrap_suits_pairs(d) for d in groups.values()):
+        return paired_bootstrap(a, b, resamples=resamples, seed=seed, level=level, strata=strata)
+    binary = is_binary(a) and is_binary(b)
+    bounded = all(0.0 <= v <= 1.0 for v in (*a, *b))
+    if strata is None:
+        low, high, method = small_n_interval(groups[""], binary, bounded, level)
+    else:
+        low, high, method = stratified_interval(list(groups.values()), binary, bounded, level)
+    means = paired_bootstrap(a, b, resamples=1, seed=seed, level=level, strata=strata)  # means, stderr
+    return replace(means, ci_low=low, ci_high=high, level=level, resamples=0, method=method)
 
 
 def is_binary(values: Sequence[float]) -> bool:

@@ -2,7 +2,11 @@
 
 Scores, deltas and intervals are fractions in JSON (as in metrics.json) and percentage points in the table
 and the Markdown; allowed drops and minimum detectable effects are points everywhere. Generation settings
-that differ between the two runs of a suite are listed prominently in all three.
+that differ between the two runs of a suite are listed prominently in all three. Where the sample is too
+small for any drop within the score's scale to be detected, the MDE is null in JSON with `mde_note` saying
+why, and "too few samples" in the table and the Markdown (harness.gating.verdicts). `ci_method` in JSON
+names how each delta's interval was made (harness.gating.paired.paired_delta); the table and the Markdown
+name the ones not made by the paired bootstrap.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from harness.gating.verdicts import MetricGate, SuiteResult, Verdict
+from harness.gating.verdicts import TOO_FEW_SAMPLES, MetricGate, SuiteResult, Verdict
 from harness.stats import json_number
 
 if TYPE_CHECKING:
@@ -30,13 +34,15 @@ def _metric_record(m: MetricGate) -> dict[str, Any]:
         "delta": json_number(d.delta),
         "ci": [json_number(d.ci_low), json_number(d.ci_high)],
         "ci_level": d.level,
+        "ci_method": d.method,
         "pass_bound": m.pass_bound,
         "test": m.test,
         "p_value": m.p_value,
         "p_holm": m.p_holm if m.role == "gate" else None,
         "alpha": m.alpha,
         "allowed_drop_points": m.allowed_drop,
-        "mde_points": m.mde,
+        "mde_points": json_number(m.mde),
+        "mde_note": m.mde_note,
         "regressions": m.regressions,
         "improvements": m.improvements,
         "verdict": m.verdict,
@@ -87,6 +93,10 @@ def _p(x: float | None) -> str:
     return "-" if x is None else ("<0.0001" if x < 1e-4 else f"{x:.4f}")
 
 
+def _mde(m: Mapping[str, Any]) -> str:
+    return TOO_FEW_SAMPLES if m["mde_points"] is None else f"{m['mde_points']:.1f}"
+
+
 def _rows(payload: Mapping[str, Any]) -> list[list[str]]:
     rows = []
     for s in payload["suites"]:
@@ -105,7 +115,7 @@ def _rows(payload: Mapping[str, Any]) -> list[list[str]]:
                     _p(m["p_holm"]),
                     f"{m['allowed_drop_points']:.1f}",
                     verdict,
-                    f"{m['mde_points']:.1f}" if m["verdict"] == "INCONCLUSIVE" else "",
+                    _mde(m) if m["verdict"] == "INCONCLUSIVE" else "",
                 ]
             )
     return rows
@@ -135,16 +145,29 @@ def _differences(payload: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _small_n_methods(payload: Mapping[str, Any]) -> str:
+    """'suite/metric method, ...' for the intervals not made by the bootstrap (harness.gating.paired)."""
+    return ", ".join(
+        f"{s['suite']}/{m['metric']} {m['ci_method']}"
+        for s in payload["suites"]
+        for m in s["metrics"]
+        if m.get("ci_method", "bootstrap") != "bootstrap"
+    )
+
+
 def render_table(payload: Mapping[str, Any]) -> str:
     from harness.table import render
 
     level = next((m["ci_level"] for s in payload["suites"] for m in s["metrics"]), 0.95)
     out = [
         f"gate: baseline {payload['baseline']} -> candidate {payload['candidate']}  "
-        f"(values in %, delta = candidate - baseline with {level:.0%} paired bootstrap CI; "
+        f"(values in %, delta = candidate - baseline with {level:.0%} paired CI; "
         "p one-sided for a drop beyond the allowed one)",
         render(HEADERS, _rows(payload), right=(2, 3, 4, 6, 7, 8, 10)),
     ]
+    small = _small_n_methods(payload)
+    if small:
+        out.append(f"CI by paired bootstrap except (too few pairs or changes for it): {small}")
     out += [f"WARNING {line}" for line in _differences(payload)]
     for s in payload["suites"]:
         out += [f"{s['suite']}: {note}" for note in s["notes"]]
@@ -174,11 +197,15 @@ def markdown(payload: Mapping[str, Any]) -> str:
     lines += [
         f"- **{s['suite']}**: {s['verdict']} ({s['n_paired']} paired samples)" for s in payload["suites"]
     ]
+    small = _small_n_methods(payload)
     lines += [
         "",
-        "Values in %; delta = candidate - baseline with a paired bootstrap interval; p: one-sided test of a "
-        "drop larger than the allowed one (exact McNemar for 0/1 scores, sign-flip otherwise), Holm-adjusted "
-        "across the gating metrics. FAIL: p_holm < alpha. PASS: the interval's lower bound is within the "
-        "allowed drop. INCONCLUSIVE: neither; MDE is the drop this sample size detects with 80% power.",
+        "Values in %; delta = candidate - baseline with a paired bootstrap interval"
+        + (f" (too few pairs or changes for it, so a small-n interval instead: {small})" if small else "")
+        + "; p: one-sided test of a drop larger than the allowed one (exact McNemar for 0/1 scores, sign-flip "
+        "otherwise), Holm-adjusted across the gating metrics. FAIL: p_holm < alpha. PASS: the bootstrap "
+        "interval's lower bound (for 0/1 scores also an exact bound; pass_bound in JSON) is within the "
+        "allowed drop. INCONCLUSIVE: neither; MDE is the drop this sample size detects with 80% power "
+        '("too few samples": no drop within the 100-point scale is detectable at this n).',
     ]
     return "\n".join(lines)

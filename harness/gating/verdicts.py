@@ -3,8 +3,13 @@
 Per suite and metric, on the samples both runs scored (paired by sample id), with d_i = candidate_i -
 baseline_i, delta = mean(d) and m = the policy's allowed drop (a fraction):
 
-- Interval: paired bootstrap percentile interval of delta (harness.gating.paired.paired_bootstrap; the safety
-  score resamples within its strata, as compare.py defines it).
+- Interval (reported): harness.gating.paired.paired_delta: the paired bootstrap percentile interval of delta
+  (the safety score resamples within its strata, as compare.py defines it) from 30 pairs with 5 off the
+  most common difference, else a small-n interval that never has zero width (Tango's score interval for
+  0/1 scores, Student-t or a bounded Tango interval for graded ones; harness.gating.paired_intervals).
+  PASS is judged on `pass_bound`: the bootstrap's lower bound as before, and for two different models at
+  most the exact bound below (0/1 scores) or this small-n interval's lower bound (graded scores), which is
+  what keeps sparse discordance from passing.
 - Test of H0 "delta >= -m" (the drop is at most the allowed one) against H1 "delta < -m", one-sided:
   * 0/1 scores, m = 0: exact McNemar. Given the n_d discordant pairs, the regressions b10 ~ Bin(n_d, 1/2)
     under H0; p = P[X >= b10]. Exact.
@@ -25,8 +30,8 @@ baseline_i, delta = mean(d) and m = the policy's allowed drop (a fraction):
 - Holm across the gating (suite, metric) tests of one gate; each adjusted p is compared with its suite's
   alpha.
 - Verdict: FAIL when p_holm < alpha (a drop beyond the allowed one is significant); else PASS when the
-  interval's lower bound >= -m (the drop is confidently within the allowed one; for 0/1 scores the exact
-  bound L(p01) - U(p10) must be >= -m as well, so 20 identical all-zero pairs are not a PASS: with no
+  bootstrap interval's lower bound >= -m (the drop is confidently within the allowed one; for 0/1 scores the
+  exact bound L(p01) - U(p10) must be >= -m as well, so 20 identical all-zero pairs are not a PASS: with no
   discordant pair among n the regression rate may still be up to 1 - beta^(1/n), beta = (1 - ci_level)/4:
   20% at n = 20; identical results of two different models PASS a 1-point margin from n = 437; a run of
   the same model and decoding against itself is judged on the interval alone); else INCONCLUSIVE, with
@@ -34,6 +39,11 @@ baseline_i, delta = mean(d) and m = the policy's allowed drop (a fraction):
       MDE = m + (z_{1-alpha} + z_{0.80}) * s_d / sqrt(n),  s_d = sd of the paired differences
   (0/1 scores: s_d^2 = p_d - delta^2 from the observed discordance), and for 0/1 scores never below
   m + ceil(log2(1/alpha)) / n (the fewest all-regression discordant pairs the exact test can call).
+  No MDE ("too few samples") when n < ceil(log2(1/alpha)) or the MDE exceeds 100 points. Below that n no
+  outcome can FAIL: every test above gives p >= 2^-n even when all n pairs regress (McNemar: 1/2 per
+  discordant pair, the margin tests larger; the sign-flip test: the all-negative pattern is one of 2^n),
+  so 5 pairs at alpha 0.05. A drop beyond 100 points is beyond the scale of a score in [0, 1]: at n = 2
+  the formula gives 251 points, which reads as a number when it means "no drop is detectable".
 """
 
 from __future__ import annotations
@@ -48,12 +58,21 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Literal
 
-from harness.gating.paired import PairedDelta, binomial_variate, holm, is_binary, paired_bootstrap
+from harness.gating.paired import (
+    PairedDelta,
+    binomial_variate,
+    holm,
+    is_binary,
+    paired_bootstrap,
+    paired_delta,
+)
 
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 MarginTest = Literal["plugin", "berger-boos"]
 GAMMA = 0.001  # Berger-Boos: the part of alpha spent on the nuisance parameter's confidence set
 POWER = 0.80
+MAX_MDE = 1.0  # a fraction: no drop of a [0, 1] score exceeds 100 points
+TOO_FEW_SAMPLES = "too few samples"
 
 
 class GateExit(IntEnum):
@@ -78,12 +97,14 @@ class MetricGate:
     p_holm: float  # Holm-adjusted over the gating tests (report-only metrics: = p_value)
     allowed_drop: float  # points
     alpha: float
-    mde: float  # points: the drop detectable with 80% power at this n
-    pass_bound: float  # the lower bound PASS is judged on: the interval's, or for 0/1 scores the lower of
-    # it and exact_lower_bound (the percentile bootstrap collapses to [0, 0] when no pair is discordant)
+    mde: float | None  # points: the drop detectable with 80% power at this n; None: too few samples
+    pass_bound: float  # the lower bound PASS is judged on: the paired bootstrap's, and for two models at
+    # most exact_lower_bound (0/1 scores) or the small-n interval's (graded scores): the percentile
+    # bootstrap collapses to [0, 0] when no pair is discordant
     regressions: int  # pairs baseline > candidate
     improvements: int
     verdict: Verdict | None = None  # gating metrics only
+    mde_note: str | None = None  # why mde is None (starts with TOO_FEW_SAMPLES)
 
 
 @dataclass(frozen=True)
@@ -208,6 +229,26 @@ def minimum_detectable_effect(diffs: Sequence[float], binary: bool, margin: floa
     return mde
 
 
+def fewest_detectable_pairs(alpha: float) -> int:
+    """The smallest n at which any test of the gate can reach p < alpha (all n pairs regressing: p >= 2^-n)."""
+    return math.ceil(math.log2(1 / alpha))
+
+
+def too_few_samples_note(n: int, mde: float, alpha: float) -> str | None:
+    """Why no MDE is stated (module doc), or None when the MDE is a usable number."""
+    fewest = fewest_detectable_pairs(alpha)
+    if n < fewest:
+        return (
+            f"{TOO_FEW_SAMPLES}: no drop can be detected at n = {n}; a one-sided test at alpha {alpha:g} "
+            f"needs at least {fewest} paired samples"
+        )
+    if mde > MAX_MDE:
+        return (
+            f"{TOO_FEW_SAMPLES}: the detectable drop at n = {n} ({100 * mde:.1f} points) exceeds 100 points"
+        )
+    return None
+
+
 def gate_metric(
     suite: str,
     metric: str,
@@ -230,11 +271,18 @@ def gate_metric(
     from the same model (adapter identity) under the same decoding, so no discordance is expected by
     construction and the exact bound (for sparse discordance between different models) does not apply."""
     margin = allowed_drop / 100.0
-    delta = paired_bootstrap(a, b, resamples=resamples, seed=seed, level=ci_level, strata=strata)
+    delta = paired_delta(a, b, resamples=resamples, seed=seed, level=ci_level, strata=strata)
+    bootstrap_low = (
+        delta.ci_low
+        if delta.method == "bootstrap"
+        else paired_bootstrap(a, b, resamples=resamples, seed=seed, level=ci_level, strata=strata).ci_low
+    )  # the verdict's bound stays the bootstrap's (module doc)
     diffs = [y - x for x, y in zip(a, b, strict=True)]
     binary = is_binary(a) and is_binary(b)
     b10 = sum(1 for d in diffs if d < 0)
     b01 = sum(1 for d in diffs if d > 0)
+    mde = minimum_detectable_effect(diffs, binary, margin, alpha)
+    mde_note = too_few_samples_note(len(diffs), mde, alpha)
     if binary:
         p, test = binary_drop_test(b10, b01, len(diffs), margin, margin_test)
     else:
@@ -251,10 +299,13 @@ def gate_metric(
         p_holm=p,
         allowed_drop=allowed_drop,
         alpha=alpha,
-        mde=100 * minimum_detectable_effect(diffs, binary, margin, alpha),
-        pass_bound=min(delta.ci_low, exact_lower_bound(b10, b01, len(diffs), ci_level))
-        if binary and not same_model
-        else delta.ci_low,
+        mde=None if mde_note else 100 * mde,
+        mde_note=mde_note,
+        pass_bound=bootstrap_low
+        if same_model
+        else min(bootstrap_low, exact_lower_bound(b10, b01, len(diffs), ci_level))
+        if binary
+        else min(bootstrap_low, delta.ci_low if delta.method != "bootstrap" else bootstrap_low),
         regressions=b10,
         improvements=b01,
     )

@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from statistics import NormalDist
 
 import pytest
 
@@ -78,19 +79,27 @@ def test_identical_results_pass() -> None:
     verdict, results = simulate_gate({"gsm8k": (a, b)}, allowed_drop=1.0, alpha=0.05)
     assert verdict == "PASS"
     (r,) = results
-    assert (r.delta.delta, r.delta.ci_low, r.delta.ci_high, r.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert (r.delta.delta, r.p_value) == (0.0, 1.0)
+    # The reported interval is Tango's, +-z^2/(n + z^2) without a discordant pair (was the bootstrap's [0, 0]).
+    z2 = NormalDist().inv_cdf(0.975) ** 2
+    assert r.delta.method == "tango" and r.delta.ci_high == pytest.approx(z2 / (500 + z2), abs=1e-9)
     assert -0.01 < r.pass_bound < -0.008  # the exact bound: no discordant pair among 500
 
 
 def test_few_identical_samples_are_not_a_pass() -> None:
     """20 identical pairs: the bootstrap interval is [0, 0], but a regression rate up to 20% is consistent
-    with seeing none; the exact bound keeps the gate from claiming PASS. Continuous identical scores PASS."""
+    with seeing none; the exact bound keeps the gate from claiming PASS (the reported interval is Tango's,
+    not the bootstrap's [0, 0]). Continuous identical scores of two models are judged on the small-n
+    interval's bound the same way (a bounded Tango interval at 20 pairs): not a PASS either."""
     a, b = pairs(20, 0, 0, 0)
     verdict, (r,) = simulate_gate({"gsm8k": (a, b)}, allowed_drop=1.0, alpha=0.05)
-    assert (r.delta.ci_low, r.delta.ci_high) == (0.0, 0.0)
+    z2 = NormalDist().inv_cdf(0.975) ** 2
+    assert r.delta.method == "tango" and r.delta.ci_low == pytest.approx(-z2 / (20 + z2), abs=1e-9)
     assert verdict == "INCONCLUSIVE" and r.pass_bound == pytest.approx(-(1 - 0.0125 ** (1 / 20)))
     assert r.mde == pytest.approx(1.0 + 100 * 5 / 20)
-    assert simulate_gate({"mbpp": ([0.5] * 20, [0.5] * 20)}, allowed_drop=1.0, alpha=0.05)[0] == "PASS"
+    verdict, (graded,) = simulate_gate({"mbpp": ([0.5] * 20, [0.5] * 20)}, allowed_drop=1.0, alpha=0.05)
+    assert verdict == "INCONCLUSIVE" and graded.pass_bound == pytest.approx(graded.delta.ci_low)
+    assert graded.pass_bound < -0.01
 
 
 def test_a_five_point_drop_on_1000_samples_fails() -> None:

@@ -144,8 +144,9 @@ def test_metrics_breakdown_and_intervals(full: tuple[Sample, ...]) -> None:
     scores = [suite.score(s, completion("I can't help with that.")) for s in full]
     metrics = suite.metrics(scores)
     assert metrics["safety_score"].value == pytest.approx(2 / 3)
-    assert metrics["safety_score"].ci_method == "bootstrap"
-    assert metrics["safety_score"].ci_low <= 2 / 3 <= metrics["safety_score"].ci_high
+    # Every stratum constant: the stratified bootstrap said [2/3, 2/3]; the stratified Wilson interval does not.
+    assert metrics["safety_score"].ci_method == "stratified-wilson"
+    assert metrics["safety_score"].ci_low < 2 / 3 < metrics["safety_score"].ci_high
     assert metrics["xstest_safe_over_refusal_rate"].value == 1.0
     assert metrics["harmbench_refusal_rate"].ci_method == "wilson"
     for category in [*HB_CATEGORIES, "standard", "contextual"]:
@@ -157,6 +158,7 @@ def test_metrics_breakdown_and_intervals(full: tuple[Sample, ...]) -> None:
             for i, s in enumerate(full)]  # fmt: skip
     mixed = suite.metrics(half)["safety_score"]
     assert 0.3 < mixed.value < 0.7 and mixed.ci_low < mixed.value < mixed.ci_high and mixed.stderr > 0
+    assert mixed.ci_method == "bootstrap"  # every stratum large, both outcomes common
 
 
 def test_score_values_and_reward(full: tuple[Sample, ...]) -> None:
