@@ -28,6 +28,8 @@ _API = {
     "GateResult": "harness.gating.collect",
     "load_runs": "harness.api.runs",
     "Runs": "harness.api.runs",
+    "list_runs": "harness.api.runs",
+    "RunListing": "harness.runs.listing",
     "rescore": "harness.api.rescore",
     "RescoreResult": "harness.api.rescore",
     "SuiteOptions": "harness.suite",
@@ -42,6 +44,7 @@ __all__ = [
     "Generation",
     "HarnessError",
     "RescoreResult",
+    "RunListing",
     "Runs",
     "SuiteOptions",
     "SuiteRun",
@@ -49,6 +52,7 @@ __all__ = [
     "evaluate",
     "evaluate_async",
     "gate",
+    "list_runs",
     "load_runs",
     "rescore",
 ]
@@ -58,9 +62,10 @@ if TYPE_CHECKING:
     from harness.api.evaluate import EvalResults, Generation, SuiteRun, evaluate, evaluate_async
     from harness.api.gate import gate
     from harness.api.rescore import RescoreResult, rescore
-    from harness.api.runs import Runs, load_runs
+    from harness.api.runs import Runs, list_runs, load_runs
     from harness.errors import HarnessError
     from harness.gating.collect import GateResult
+    from harness.runs.listing import RunListing
     from harness.suite import SuiteOptions
 
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +21,9 @@ from harness.data import DataSource
 from harness.errors import DataError, HarnessError, UsageError
 from harness.eval_plan import Answers, plan_generation
 from harness.generate_loop import generate_in_batches
+from harness.progress import progress_for, showing
 from harness.runs.cache import ResponseCache
+from harness.runs.extend import find_extension, relative_name
 from harness.runs.manifest import Invocation, Manifest, git_state, now_iso
 from harness.runs.store import (
     MANIFEST,
@@ -77,10 +78,17 @@ class EvalOutcome:
 
 
 def settings_hash(suite: Suite, settings: GenerationSettings, limit: int | None) -> str:
+    return settings_hash_of(suite.name, suite.version, suite.pinned_settings(), settings, limit)
+
+
+def settings_hash_of(
+    name: str, version: str, pinned: Mapping[str, Any], settings: GenerationSettings, limit: int | None
+) -> str:
+    """The run folder's name: everything that makes two runs of a suite comparable, hashed."""
     payload = {
-        "suite": suite.name,
-        "version": suite.version,
-        "pinned": dict(suite.pinned_settings()),
+        "suite": name,
+        "version": version,
+        "pinned": dict(pinned),
         "generation": settings.as_record(),
         "limit": limit,
     }
@@ -150,6 +158,10 @@ def _open_manifest(
                 f"The data behind {run_dir} changed (sha256 {manifest.data_sha256[:12]} then, {data_sha[:12]} now).",
                 "Point --data-dir at the data the run used, or pass --fresh to start over on the new data.",
             )
+        if spec.lineage is not None and manifest.lineage != spec.lineage:
+            # Registered (or re-registered) since the run began: the registry is current, and a submitted
+            # bundle carries the manifest's copy, not the registry.
+            return replace(manifest, lineage=spec.lineage)
         return manifest
     revision, dirty = git_state()
     return Manifest(
@@ -204,17 +216,26 @@ async def _evaluate_locked(
     existing = samples_file.load(repair=True)
     selected = {s.id for s in loaded.samples}
     records = [r for r in existing.records if r.id in selected]
+    # A run with no samples of its own starts from a smaller --limit run of the same settings, if any.
+    extension = None if spec.fresh or existing.records else find_extension(
+        run_dir, manifest, loaded.samples,
+        lambda sample: tuple(r.key() for r in suite.requests(sample, spec.settings, adapter.api)),
+    )  # fmt: skip
     invocation = Invocation(
         started_at=now_iso(),
-        resumed=len(records),
+        resumed=len(records) + (len(extension.records) if extension else 0),
         repaired_bytes=existing.repaired_bytes,
         cost_estimate_usd=spec.cost_estimate_usd,
+        extended_from=relative_name(extension.source, spec.runs_root) if extension else None,
     )
     write_json_atomic(run_dir / MANIFEST, manifest.with_invocation(invocation, keep).to_record())
     measurement_mark = suite.measurement_mark()  # what scoring measures (sandbox timing) goes in the manifest
     counters = Counters()
     cache: ResponseCache | None = None
     try:
+        for record in extension.records if extension else ():
+            samples_file.append(record)  # copied as they were: the source run is only read
+            records.append(record)
         cache = ResponseCache.in_runs_folder(spec.runs_root) if spec.use_cache else None
         await _generate_and_score(
             spec, adapter, loaded.samples, records, samples_file, cache, counters, progress
@@ -285,14 +306,13 @@ async def _generate_and_score(
         cached if cache is not None else None,
     )
     answers = Answers(plan)
-    bar = _progress_bar(len(samples), len(records), progress)
+    shown = progress_for(spec.checkpoint.raw, spec.suite.name, len(samples), len(records), progress)
 
     def write(sample: Sample, completions: Sequence[Completion], score: Score) -> None:
         record = record_for(sample, plan.requests[sample.id], completions, score)
         samples_file.append(record)  # called on the event loop's thread, so appends never interleave
         records.append(record)
-        if bar is not None:
-            bar.update(1)
+        shown.advance()
 
     pool = ScoringPool(spec.suite, write)
 
@@ -306,20 +326,10 @@ async def _generate_and_score(
                 await pool.submit(plan.samples[sample_id], answers.completions_for(sample_id))
 
     try:
-        async with pool:
+        async with showing(shown), pool:
             for sample_id in plan.answered_by_cache:
                 await pool.submit(plan.samples[sample_id], answers.completions_for(sample_id))
             await generate_in_batches(adapter, plan.to_generate, answer)
             await pool.drain()
     finally:
-        if bar is not None:
-            bar.close()
         counters.retries = sum(getattr(adapter, "retry_counts", {}).values())
-
-
-def _progress_bar(total: int, initial: int, enabled: bool) -> Any:  # a tqdm bar; tqdm is untyped
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="sample", file=sys.stderr, dynamic_ncols=True, leave=False)

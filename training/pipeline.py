@@ -152,6 +152,7 @@ def validation_value(
         results = evaluate(
             entry.reference, [select.suite], limit=select.limit, runs=root, data_dir=data.data_dir,
             generation=Generation(max_tokens=select.max_tokens or None),
+            progress=False,  # as before: `quiet` does not reach validation evals
         )  # fmt: skip
         (result,) = results.runs
         metric = select.metric or result.primary

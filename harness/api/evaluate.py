@@ -99,6 +99,7 @@ class SuiteRun:
                 "resumed": inv.resumed,
                 "retries": inv.retries,
                 "repaired_bytes": inv.repaired_bytes,
+                "extended_from": inv.extended_from,
             },
         }
 
@@ -161,13 +162,15 @@ def evaluate(
     max_cost: float | None = None,
     cache: bool = True,
     fresh: bool = False,
-    progress: bool = False,
+    progress: bool = True,
 ) -> EvalResults:
     """Score `checkpoint` (any checkpoint reference, or STAGE:TAG) on `suites` (default: one of each
     benchmark). `limit`: the first N samples of each suite. `runs`: the runs folder (default
     $HARNESS_RUNS_DIR or ./runs). `data_dir`: local upstream data (default $HARNESS_DATA_DIR, else the
     hub). `max_cost`: refuse to start when the cost estimate exceeds this many USD (priced backends).
-    `cache=False` neither reads nor writes the response cache; `fresh=True` discards finished samples."""
+    `cache=False` neither reads nor writes the response cache; `fresh=True` discards finished samples.
+    `progress`: per suite, a bar on stderr when it is a terminal, else a line every
+    $HARNESS_PROGRESS_INTERVAL seconds (default 30) or 10% of the suite; False prints nothing."""
     work = evaluate_async(
         checkpoint, suites, limit=limit, runs=runs, data_dir=data_dir, generation=generation,
         backend=backend, scoring=scoring, max_cost=max_cost, cache=cache, fresh=fresh, progress=progress,
@@ -188,7 +191,7 @@ async def evaluate_async(
     max_cost: float | None = None,
     cache: bool = True,
     fresh: bool = False,
-    progress: bool = False,
+    progress: bool = True,
 ) -> EvalResults:
     """`evaluate` for code that already runs an event loop."""
     from suites import build_suites, default_suites
@@ -229,9 +232,12 @@ async def evaluate_suites(
     checkpoint: one adapter for all, the cost of all checked first, closed at the end."""
     from adapters import create_adapter
     from harness.pricing import check_budget, estimate_cost, with_estimates
+    from harness.progress import progress_interval
     from harness.runner import EvalSpec
     from harness.runner import evaluate as evaluate_spec
 
+    if progress:
+        progress_interval()  # a bad $HARNESS_PROGRESS_INTERVAL fails before the checkpoint loads
     lineage = None if entry is None else entry.to_record()
     specs = [
         EvalSpec(ref, suite, settings, limit, data, root, cache, fresh, lineage=lineage)

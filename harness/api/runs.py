@@ -1,4 +1,5 @@
-"""`harness.load_runs`: every run under one or more runs folders, as typed views and DataFrames."""
+"""`harness.load_runs`: every run under one or more runs folders, as typed views and DataFrames;
+`harness.list_runs`: the rows `harness runs` lists (settings, status, samples done), filtered."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING
 from harness.api.frames import metrics_frame, samples_frame
 from harness.runs.catalog import RunView
 from harness.runs.catalog import load_runs as _read_runs
+from harness.runs.listing import RunListing
+from harness.runs.listing import list_runs as _list_runs
 from harness.runs.store import runs_root
 
 if TYPE_CHECKING:
@@ -47,3 +50,16 @@ def load_runs(*folders: str | Path) -> Runs:
     or a manifest or metrics file that is not the harness's, is a DataError naming the file."""
     roots: Sequence[Path] = [runs_root(str(f)) for f in folders] or [runs_root(None)]
     return Runs(tuple(_read_runs(roots)))
+
+
+def list_runs(
+    folder: str | Path | None = None,
+    *,
+    checkpoint: str | None = None,
+    suite: str | None = None,
+    status: str | None = None,
+) -> tuple[RunListing, ...]:
+    """The runs under one runs folder (default: $HARNESS_RUNS_DIR or ./runs) as `harness runs` lists
+    them: those whose checkpoint reference contains `checkpoint`, of `suite`, with `status`."""
+    root = runs_root(None if folder is None else str(folder))
+    return tuple(_list_runs(root, checkpoint=checkpoint, suite=suite, status=status))

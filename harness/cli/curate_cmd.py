@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
 
@@ -62,7 +61,7 @@ def register(commands: Any) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     p.add_argument("--fresh", action="store_true", help="discard the finished samples and sample again")
     add_json_flag(p, "print a JSON summary on stdout")
-    add_quiet_flag(p, "no progress bar")
+    add_quiet_flag(p, "no progress bar or lines")
     p.set_defaults(func=run)
 
 
@@ -86,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     results = run_sync(
         evaluate_suites(
             ref, entry, [(suite, settings)], limit=None, root=root, data=data, backend=adapter_options(args),
-            cache=not args.no_cache, fresh=args.fresh, progress=sys.stderr.isatty() and not args.quiet,
+            cache=not args.no_cache, fresh=args.fresh, progress=not args.quiet,
         ),
         "evaluate",
     )  # fmt: skip

@@ -61,6 +61,9 @@ class Invocation:
     # The machine measurement that scaled sandbox time limits, when this invocation ran sandboxed code
     # (`suites.sandbox.timing.record_since`); the pinned limits themselves are in suite_settings.
     sandbox_timing: Mapping[str, Any] | None = None
+    # The run folder (relative to the runs folder) of a smaller `--limit` run whose finished samples this
+    # invocation copied in, counted in `resumed` (harness.runs.extend); None when it copied none.
+    extended_from: str | None = None
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,14 @@ def test_torn_last_line_is_repaired_and_the_sample_redone(gold_replay: Path, tmp
     samples.write_text("".join(lines[:4]) + lines[4][:37])  # a write cut off mid-line, as after SIGKILL
     second = eval_json(*args)
     invocation = second.payload["invocation"]
-    assert invocation == {"generated": 2, "cache_hits": 0, "resumed": 4, "retries": 0, "repaired_bytes": 37}
+    assert invocation == {
+        "generated": 2,
+        "cache_hits": 0,
+        "resumed": 4,
+        "retries": 0,
+        "repaired_bytes": 37,
+        "extended_from": None,
+    }
     records = read_samples(second.run_dir)
     assert sorted(str(r["id"]) for r in records) == [f"gsm8k-test-{i:04d}" for i in range(6)]
     assert second.metrics == first.metrics
@@ -133,6 +140,7 @@ def test_rerun_and_cache_make_zero_generations(gold_replay: Path, tmp_path: Path
         "resumed": 8,
         "retries": 0,
         "repaired_bytes": 0,
+        "extended_from": None,
     }
     (first.run_dir / "samples.jsonl").unlink()
     from_cache = eval_json(*args)
