@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from adapters.common import folder_fingerprint, truncate_at_stop
+from adapters.hub import HubSnapshot, fetch_snapshot, hub_id_for
 from harness.errors import UsageError
 from harness.types import ApiKind, Completion, GenerationSettings, Request
 
@@ -38,40 +39,68 @@ if TYPE_CHECKING:
 DEFAULT_BATCH_SIZE = 8
 
 
-def resolve_model_dir(path_text: str) -> Path:
-    path = Path(path_text).expanduser()
-    if not path.is_dir():
-        raise UsageError(
-            f"The hf: model folder {path} does not exist.",
-            "Point hf: at a transformers folder (config.json + weights), e.g. one written by "
-            "`harness export-hf embedded DIR`.",
-        )
+def _check_model_dir(path: Path, hub: HubSnapshot | None = None) -> Path:
+    where = (
+        f"The hub model {hub.hub} (commit {hub.commit[:12]}, in {path})" if hub else f"The hf: folder {path}"
+    )
     if not (path / "config.json").is_file():
         raise UsageError(
-            f"The hf: folder {path} has no config.json, so it is not a transformers model folder.",
+            f"{where} has no config.json, so it is not a transformers model folder.",
             "Point hf: at the folder that holds config.json and the weights.",
         )
     if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        if hub is not None:  # only safetensors are downloaded: .bin weights run pickled code on load
+            raise UsageError(
+                f"{where} has no *.safetensors weights; the harness downloads only safetensors.",
+                "Convert the weights to safetensors into a local folder and use hf:/path/to/folder.",
+            )
         raise UsageError(
-            f"The hf: folder {path} holds no weights (*.safetensors or pytorch_model*.bin).",
+            f"{where} holds no weights (*.safetensors or pytorch_model*.bin).",
             "Export or copy the weights into it.",
         )
     return path.resolve()
 
 
-def resolve_lora_dir(path_text: str) -> Path:
+def resolve_model(path_text: str) -> tuple[Path, HubSnapshot | None]:
+    """The model folder of `hf:PATH` and, for a hub id, the snapshot it came from (see adapters/hub.py)."""
+    hub = hub_id_for(path_text)
+    if hub is not None:
+        snapshot = fetch_snapshot(hub, form="hf")
+        return _check_model_dir(snapshot.path, snapshot), snapshot
     path = Path(path_text).expanduser()
     if not path.is_dir():
         raise UsageError(
+            f"The hf: model folder {path} does not exist.",
+            "Point hf: at a transformers folder (config.json + weights), e.g. one written by "
+            "`harness export-hf embedded DIR`, or at a hub id ORG/NAME (hf:meta-llama/Llama-3.2-1B).",
+        )
+    return _check_model_dir(path), None
+
+
+def resolve_model_dir(path_text: str) -> Path:
+    return resolve_model(path_text)[0]
+
+
+def resolve_lora(path_text: str) -> tuple[Path, HubSnapshot | None]:
+    """The peft adapter folder after '+lora:' and, for a hub id, its snapshot."""
+    hub = hub_id_for(path_text)
+    snapshot = fetch_snapshot(hub, form="hf", what="lora") if hub is not None else None
+    path = snapshot.path if snapshot is not None else Path(path_text).expanduser()
+    if not path.is_dir():
+        raise UsageError(
             f"The LoRA folder {path} does not exist.",
-            "Check the path after '+lora:' (a peft adapter folder).",
+            "Check the path after '+lora:' (a peft adapter folder, or a hub id ORG/NAME).",
         )
     if not (path / "adapter_config.json").is_file():
         raise UsageError(
             f"The LoRA folder {path} has no adapter_config.json, so it is not a peft adapter.",
             "Point '+lora:' at the folder written by PeftModel.save_pretrained().",
         )
-    return path.resolve()
+    return path.resolve(), snapshot
+
+
+def resolve_lora_dir(path_text: str) -> Path:
+    return resolve_lora(path_text)[0]
 
 
 def _config_dtype(model_dir: Path) -> str:
@@ -120,6 +149,8 @@ class HfAdapter:
         device: str = "cpu",
         dtype: str = "float32",
         batch_size: int = DEFAULT_BATCH_SIZE,
+        model_hub: HubSnapshot | None = None,
+        lora_hub: HubSnapshot | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.lora_dir = lora_dir
@@ -128,9 +159,12 @@ class HfAdapter:
         self.batch_size = batch_size
         self.api: ApiKind = "chat"
         version = importlib.metadata.version("transformers")
-        identity = f"transformers-{version}:hf:{model_dir.name}:{folder_fingerprint(model_dir)}"
+        # A hub model is named by repository and commit sha (its folder's name is only the sha).
+        model_name = model_hub.label() if model_hub else model_dir.name
+        identity = f"transformers-{version}:hf:{model_name}:{folder_fingerprint(model_dir)}"
         if lora_dir is not None:
-            identity += f"+lora:{lora_dir.name}:{folder_fingerprint(lora_dir)}"
+            lora_name = lora_hub.label() if lora_hub else lora_dir.name
+            identity += f"+lora:{lora_name}:{folder_fingerprint(lora_dir)}"
         self._identity = f"{identity}:{dtype}"
         self._model: Any = None
         self._tokenizer: Any = None
@@ -146,7 +180,9 @@ class HfAdapter:
         if not has_chat_template(self.model_dir):
             raise UsageError(
                 f"The tokenizer in {self.model_dir} has no chat template, so chat prompts cannot be rendered.",
-                "Save a tokenizer with a chat_template into the folder (harness export-hf keeps the GGUF's).",
+                "Save a tokenizer with a chat_template into the folder (harness export-hf keeps the GGUF's); "
+                "base models such as meta-llama/Llama-3.2-1B ship none: see docs/course.md "
+                "(chat templates for base models).",
             )
 
     def _load(self) -> tuple[Any, Any]:
@@ -289,9 +325,15 @@ class HfAdapter:
 
 
 def create_hf_adapter(ref: HfRef, options: AdapterOptions) -> HfAdapter:
-    model_dir = resolve_model_dir(ref.path)
-    lora_dir = resolve_lora_dir(ref.lora) if ref.lora else None
+    model_dir, model_hub = resolve_model(ref.path)
+    lora_dir, lora_hub = resolve_lora(ref.lora) if ref.lora else (None, None)
     device, dtype = resolve_device_and_dtype(options.device, model_dir)
     return HfAdapter(
-        model_dir, lora_dir, device=device, dtype=dtype, batch_size=options.batch_size or DEFAULT_BATCH_SIZE
+        model_dir,
+        lora_dir,
+        device=device,
+        dtype=dtype,
+        batch_size=options.batch_size or DEFAULT_BATCH_SIZE,
+        model_hub=model_hub,
+        lora_hub=lora_hub,
     )

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.common import folder_fingerprint
+from adapters.hub import HubSnapshot, fetch_snapshot, hub_id_for
 from adapters.options import AdapterOptions
 from harness.checkpoints import VllmRef
 from harness.errors import EndpointError, MissingExtraError, UsageError
@@ -206,7 +207,11 @@ def read_lora_config(adapter_dir: Path) -> dict[str, Any]:
 
 
 def resolve_base(base: str) -> tuple[str, str]:
-    """(what LLM(model=...) gets, label for identity): a local folder, fingerprinted, or a hub id as named."""
+    """(what LLM(model=...) gets, label for identity): a local folder, fingerprinted, or a hub id as named.
+
+    The factory (create_vllm_adapter) downloads hub ids first and passes the snapshot folder with a
+    `hub:ORG/NAME@SHA` label; a hub id reaching this function comes from a direct VllmAdapter(...)
+    construction and is left to vLLM, unpinned."""
     path = Path(base).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -256,16 +261,21 @@ class VllmAdapter:
         tensor_parallel_size: int = 1,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_model_len: int | None = None,
+        base_hub: HubSnapshot | None = None,
+        lora_hub: HubSnapshot | None = None,
     ) -> None:
         self.api: ApiKind = "chat"
         self.batch_size = max(1, batch_size)
         self.model, base_label = resolve_base(base)
+        if base_hub is not None:  # a downloaded snapshot: named by repository and commit, not its cache path
+            base_label = base_hub.label()
         self.lora_dir = lora_dir
         self.max_lora_rank: int | None = None
         parts = [f"vllm-{vllm_version()}", base_label]
         if lora_dir is not None:
             self.max_lora_rank = vllm_max_lora_rank(lora_rank(read_lora_config(lora_dir)))
-            parts.append(f"lora:{lora_dir.name}@{folder_fingerprint(lora_dir)}")
+            lora_name = lora_hub.label() if lora_hub is not None else lora_dir.name
+            parts.append(f"lora:{lora_name}@{folder_fingerprint(lora_dir)}")
         parts.append(f"tp{tensor_parallel_size}")
         if max_model_len is not None:
             parts.append(f"ctx{max_model_len}")
@@ -371,9 +381,23 @@ class VllmAdapter:
 
 
 def create_vllm_adapter(ref: VllmRef, options: AdapterOptions) -> Adapter:
+    """`vllm:BASE[+lora:PATH]`; a BASE or PATH that is no local path but a hub id is downloaded first
+    (adapters/hub.py), so vLLM loads the pinned snapshot and the identity names its commit."""
+    base, base_hub = ref.base, None
+    base_id = hub_id_for(ref.base)
+    if base_id is not None:
+        base_hub = fetch_snapshot(base_id, form="vllm")
+        base = str(base_hub.path)
+    lora_dir, lora_hub = None, None
+    if ref.lora:
+        lora_id = hub_id_for(ref.lora)
+        lora_hub = fetch_snapshot(lora_id, form="vllm", what="lora") if lora_id is not None else None
+        lora_dir = lora_hub.path if lora_hub is not None else resolve_lora(ref.lora)
     return VllmAdapter(
-        ref.base,
-        lora_dir=resolve_lora(ref.lora) if ref.lora else None,
+        base,
+        base_hub=base_hub,
+        lora_hub=lora_hub,
+        lora_dir=lora_dir,
         tensor_parallel_size=options.tensor_parallel_size,
         batch_size=options.batch_size or DEFAULT_BATCH_SIZE,
         max_model_len=options.n_ctx,

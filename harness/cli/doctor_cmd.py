@@ -1,6 +1,8 @@
 """`harness doctor`: what is installed, where each package is imported from, where data comes from,
 whether llama.cpp's compiled library runs on this CPU (a fresh probe in a child process), and what the
-code sandbox applies here (isolation, and time limits scaled to this machine's measured speed)."""
+code sandbox applies here (isolation, and time limits scaled to this machine's measured speed). Every check
+runs; a failed one (a HARNESS_DATA_DIR that is missing or lacks benchmark files: exit 4; the llama.cpp probe;
+the sandbox) prints FAILED with a fix line and makes the exit code non-zero."""
 
 from __future__ import annotations
 
@@ -10,7 +12,22 @@ import importlib.util
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Any
+
+from harness.errors import ExitCode
+
+# The upstream files each suite reads from a data dir (the suites' own constants; a test keeps them equal).
+BENCHMARK_FILES = (
+    ("gsm8k", "gsm8k/test.jsonl"),
+    ("ifeval", "ifeval/input_data.jsonl"),
+    ("mbpp", "mbpp/mbpp.jsonl"),
+    ("mbpp-sanitized", "mbpp/sanitized-mbpp.json"),
+    ("safety", "safety/harmbench_behaviors_text_all.csv"),
+    ("safety", "safety/xstest_prompts.csv"),
+)
+# User-supplied (the Kaggle file) or fetched at first use: their absence is not a failure.
+OPTIONAL_FILES = (("alice: the Kaggle train.csv; alice-synth needs none", "nemotron_kaggle/train.csv"),)
 
 EXTRAS = {
     "local": ("llama_cpp", "llama-cpp-python"),
@@ -47,16 +64,58 @@ def run(args: argparse.Namespace) -> int:
         except importlib.metadata.PackageNotFoundError:
             version = "?"
         print(f"  {extra:<14} {version:<9} {spec.origin}")
-    data = os.environ.get(DATA_DIR_ENV)
-    print(f"data:  {DATA_DIR_ENV}={data}" if data else "data:  the Hugging Face hub (no HARNESS_DATA_DIR)")
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    print(f"hub:   {'offline (HF_HUB_OFFLINE=1)' if offline else 'online allowed'}")
+    data_ok = data_report(os.environ.get(DATA_DIR_ENV))
+    hub_report()
     print(f"runs:  {runs_root(None)}  (--out or {RUNS_DIR_ENV})")
     from harness.lineage import registry_path
 
     print(f"registry: {registry_path(None)}  (HARNESS_REGISTRY, else <runs>/registry.jsonl)")
     sandbox_ok = sandbox_report()
-    return _llama_cpp_report() or (0 if sandbox_ok else 1)
+    llama_code = _llama_cpp_report()
+    # Every check runs and prints; the exit code is the first failure's (data, llama.cpp, sandbox).
+    return (0 if data_ok else int(ExitCode.DATA)) or llama_code or (0 if sandbox_ok else 1)
+
+
+def data_report(data_dir: str | None) -> bool:
+    """Where suites read data from; with HARNESS_DATA_DIR set, that the folder holds every benchmark file.
+
+    A missing folder or file is a failed check (the suites would stop at their first sample otherwise)."""
+    from harness.data import DATA_DIR_ENV
+
+    if not data_dir:
+        print(f"data:  the Hugging Face hub (no {DATA_DIR_ENV})")
+        return True
+    print(f"data:  {DATA_DIR_ENV}={data_dir}")
+    folder = Path(data_dir).expanduser()
+    fix = (
+        f"  fix       point {DATA_DIR_ENV} at the folder holding the upstream files (e.g. "
+        f"{DATA_DIR_ENV}=../shared/data, see its SOURCES.md), or unset it to load from the Hugging Face hub"
+    )
+    if not folder.is_dir():
+        print(f"  FAILED    {folder} does not exist or is not a folder")
+        print(fix)
+        return False
+    missing = [(suite, name) for suite, name in BENCHMARK_FILES if not (folder / name).is_file()]
+    for suite, name in missing:
+        print(f"  missing   {name}  ({suite})")
+    for suite, name in OPTIONAL_FILES:
+        if not (folder / name).is_file():
+            print(f"  optional  {name} not there ({suite})")
+    if missing:
+        print(f"  FAILED    {len(missing)} of {len(BENCHMARK_FILES)} benchmark files are missing in {folder}")
+        print(fix)
+        return False
+    print(f"  ok        all {len(BENCHMARK_FILES)} benchmark files are there")
+    return True
+
+
+def hub_report() -> None:
+    """Offline or not, the cache models and datasets go to, and whether a token is set (never its value)."""
+    from huggingface_hub import constants, get_token
+
+    state = "offline (HF_HUB_OFFLINE)" if constants.HF_HUB_OFFLINE else "online allowed"
+    token = "a token is set" if get_token() else "no token (gated models such as meta-llama/* need one)"
+    print(f"hub:   {state}; cache {constants.HF_HUB_CACHE}; {token}")
 
 
 def sandbox_report() -> bool:
