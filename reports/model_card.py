@@ -1,10 +1,12 @@
 """The model card of a report, as a course reproducibility package asks for it.
 
 Descriptive fields (training data, intended use, limitations, ...) come, field by field, from the
-registry entry's `details` (what training recorded), else from the `--card` file (YAML or JSON with the
-same keys), else they are a visible "not provided" placeholder the student must fill in. Evaluation
-settings come from the run manifests: suite versions, pinned settings, generation settings, seed,
-harness version and git revision, data sha256 and cost.
+registry entry's `details`, else from the `--card` file (YAML or JSON with the same keys); training data
+falls back to what `harness train` recorded of its data (`details.data`: origin, rows, sha256,
+contamination check). A field none of these fill is a visible "not provided" placeholder the student
+must fill in. Nothing recorded is printed twice or as a raw dict: nested values read as `key: value; ...`.
+Evaluation settings come from the run manifests: suite versions, pinned settings, generation settings,
+seed, harness version and git revision, data sha256 and cost.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class CardField:
     key: str
     title: str
     lines: tuple[str, ...]
-    source: str  # "registry entry", "card file" or "not provided"
+    source: str  # "registry entry", "card file", TRAINING_RECORD or "not provided"
 
     @property
     def provided(self) -> bool:
@@ -113,18 +115,58 @@ def read_card(path: Path) -> dict[str, Any]:
 _CARD_HINT = "Write a YAML or JSON mapping with keys training_data, intended_use, limitations, ..."
 
 
+LABELS = {"cost_usd": "cost (USD)", "out_dir": "output folder", "train_log": "log", "lora": "LoRA"}
+MAX_ITEMS = 10  # of a recorded list (a contamination waiver lists every overlap): the rest is counted
+TRAINING_RECORD = "training record"  # the source of a field filled from what `harness train` recorded
+
+
+def label(key: str) -> str:
+    return LABELS.get(key, key.replace("_", " "))
+
+
+def readable(value: Any) -> str:
+    """A recorded value as text a reader can take in: mappings as `key: value; ...` (nested ones in
+    parentheses), lists comma-separated, numbers without float noise; never a Python or JSON repr."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, Mapping):
+        return "; ".join(_item(k, v) for k, v in value.items() if not _empty(v)) or "none"
+    if isinstance(value, list | tuple):
+        items = [_wrap(v) for v in value if not _empty(v)]
+        more = [f"and {len(items) - MAX_ITEMS} more"] if len(items) > MAX_ITEMS else []
+        nested = any(isinstance(v, Mapping | list | tuple) for v in value)
+        return ("; " if nested else ", ").join(items[:MAX_ITEMS] + more) or "none"
+    return " ".join(str(value).split())
+
+
+def _wrap(value: Any) -> str:
+    return f"({readable(value)})" if isinstance(value, Mapping) else readable(value)
+
+
+def _item(key: Any, value: Any) -> str:
+    if isinstance(value, Mapping):
+        return f"{label(str(key))} ({readable(value)})"
+    return f"{label(str(key))}: {readable(value)}"
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | tuple | dict) and not value)
+
+
 def _lines(value: Any) -> tuple[str, ...]:
     if isinstance(value, Mapping):
-        return tuple(f"{k}: {_flat(v)}" for k, v in value.items())
+        return tuple(_item(k, v) for k, v in value.items() if not _empty(v)) or ("",)
     if isinstance(value, list | tuple):
-        return tuple(_flat(v) for v in value)
+        return tuple(_wrap(v) for v in value if not _empty(v)) or ("",)
     return tuple(line for line in str(value).strip().splitlines() if line.strip()) or ("",)
 
 
 def _flat(value: Any) -> str:
-    if isinstance(value, Mapping | list | tuple):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return str(value)
+    return readable(value) if isinstance(value, Mapping | list | tuple) else str(value)
 
 
 def _field(key: str, title: str, details: Mapping[str, Any], card: Mapping[str, Any]) -> CardField:
@@ -132,6 +174,9 @@ def _field(key: str, title: str, details: Mapping[str, Any], card: Mapping[str, 
         value = values.get(key)
         if value not in (None, "", [], {}):
             return CardField(key, title, _lines(value), source)
+    recorded = details.get("data") if key == "training_data" else None
+    if isinstance(recorded, Mapping) and recorded:  # what `harness train` recorded of its data
+        return CardField(key, title, _lines(recorded), TRAINING_RECORD)
     return CardField(key, title, (PLACEHOLDER,), "not provided")
 
 
@@ -141,8 +186,8 @@ def _entry_record(
     """The registry entry as the runs recorded it, updated by the registry file when it is at hand."""
     record: dict[str, Any] = {}
     for run in checkpoint.runs.values():
-        if run.manifest.lineage:
-            record.update(run.manifest.lineage)
+        if run.lineage:
+            record.update(run.lineage)
     record.update(registry_entries.get(checkpoint.label, {}))
     return record
 
@@ -202,7 +247,13 @@ def build_card(
         )
         if entry.get(key) is not None
     ]
-    training += [(str(k), _flat(v)) for k, v in details.items() if k not in known]
+    # The recorded data is printed once: as the Training data field when nothing else filled it.
+    shown = {"data"} if any(f.source == TRAINING_RECORD for f in fields) else set()
+    training += [
+        (label(str(k)), readable(v))
+        for k, v in details.items()
+        if k not in known and k not in shown and not _empty(v)
+    ]
     runs = tuple(_run_settings(c.label, r) for c in covered for r in c.runs.values())
     return ModelCard(
         subject=subject.label,

@@ -2,9 +2,12 @@
 
 Both come from one `reports.compare.compare_checkpoints` call, so the examples are exactly the samples
 behind the delta: a *win* is a sample the second checkpoint (the child) scores higher on than the first
-(the parent), a *loss* the reverse, both on the suite's per-sample primary score (safety: `safe_outcome`).
-Examples keep the order of the run's samples file, so a report is reproducible; long texts are clipped
-for display (the full text stays in samples.jsonl).
+(the parent), a *loss* the reverse, both on the suite's per-sample primary score (safety: `safe_outcome`):
+that per-sample value is a sample's verdict, the same one the gate pairs (harness.runs.scores.score_key).
+A suite's other headline metrics can move while the primary does not (IFEval: strict accuracy rises,
+loose stays), so when samples kept their primary value but changed another per-sample value, the changes
+are counted per value and those samples are shown too (a change on a win or loss is shown with it). Examples keep the order of the run's samples file,
+so a report is reproducible; long texts are clipped for display (the full text stays in samples.jsonl).
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from harness.runs.catalog import Catalog, CheckpointView
+from harness.runs.catalog import Catalog, CheckpointView, RunView
+from harness.runs.scores import score_key
+from harness.runs.store import SampleRecord
 from harness.stats import json_number
 from reports.compare import FlippedExample, SuiteComparison, compare_checkpoints
 
@@ -57,6 +62,17 @@ class Example:
 
 
 @dataclass(frozen=True)
+class ValueChange:
+    """How many common samples changed their per-sample value of one of the suite's other metrics."""
+
+    metric: str
+    key: str  # the per-sample value (IFEval: prompt_level_strict_acc, inst_level_loose_acc, ...)
+    n_up: int
+    n_down: int
+    n_primary_unchanged: int  # ... of which the primary's wins and losses do not show
+
+
+@dataclass(frozen=True)
 class SuiteExamples:
     suite: str
     key: str  # the per-sample score compared
@@ -65,6 +81,14 @@ class SuiteExamples:
     losses: tuple[Example, ...]
     n_wins: int  # all of them, shown or not
     n_losses: int
+    metric: str = ""  # the primary metric whose per-sample value `key` is
+    others: tuple[ValueChange, ...] = ()  # other metrics' per-sample values that changed
+    changed: tuple[Example, ...] = ()  # shown: samples with such a change and the primary value unchanged
+    n_other_only: int = 0  # all such samples, shown or not
+
+    @property
+    def n_changed(self) -> int:
+        return self.n_wins + self.n_losses
 
 
 @dataclass(frozen=True)
@@ -121,9 +145,71 @@ def _delta_row(s: SuiteComparison) -> DeltaRow:
     )
 
 
-def _examples(s: SuiteComparison, limit: int) -> SuiteExamples:
+def _values_text(keys: list[str], record: SampleRecord) -> str:
+    return ", ".join(f"{key} {record.scores[key]:.3g}" for key in keys)
+
+
+def _record_example(suite: str, keys: list[str], ra: SampleRecord, rb: SampleRecord) -> Example:
+    def side(record: SampleRecord) -> Side:
+        texts = record.completions[0].texts if record.completions else ()
+        text, cut = _clip(texts[0] if texts else "")
+        score = record.scores[keys[0]]
+        return Side(text, cut, score, _values_text(keys, record), _extracted(record.extracted))
+
+    prompt, prompt_cut = _clip(ra.prompt)
+    return Example(suite, ra.id, prompt, prompt_cut, ra.target[:MAX_CHARS], side(ra), side(rb))
+
+
+def other_changes(
+    run_a: RunView, run_b: RunView, primary_key: str, limit: int
+) -> tuple[tuple[ValueChange, ...], tuple[Example, ...], int]:
+    """Per other top-level metric of the suite with per-sample values in both runs (each per-sample key
+    once), the common samples whose value changed. Then the samples the primary's wins and losses do
+    not show (their primary value did not change) with such a change: up to `limit` of them, each once
+    with the values that changed; and how many there are."""
+    records_a, records_b = run_a.samples(), run_b.samples()
+    by_b = {r.id: r for r in records_b}
+    common = [(r, by_b[r.id]) for r in records_a if r.id in by_b]
+    keys: list[tuple[str, str]] = []  # (metric, per-sample key)
+    for metric in run_a.metrics:
+        if "/" in metric or metric == run_a.primary:
+            continue
+        found = score_key(metric, [a for a, _ in common]), score_key(metric, [b for _, b in common])
+        taken = {primary_key, *(key for _, key in keys)}
+        if found[0] is not None and found[0] == found[1] and found[0][0] not in taken:
+            keys.append((metric, found[0][0]))
+    counts: list[ValueChange] = []
+    changed_keys: dict[str, list[str]] = {}  # sample id -> the keys that changed
+    for metric, key in keys:
+        changed = [(a, b) for a, b in common if a.scores[key] != b.scores[key]]
+        for a, _ in changed:
+            changed_keys.setdefault(a.id, []).append(key)
+        if changed:
+            counts.append(
+                ValueChange(
+                    metric=metric,
+                    key=key,
+                    n_up=sum(b.scores[key] > a.scores[key] for a, b in changed),
+                    n_down=sum(b.scores[key] < a.scores[key] for a, b in changed),
+                    n_primary_unchanged=sum(
+                        a.scores[primary_key] == b.scores[primary_key] for a, b in changed
+                    ),
+                )
+            )
+    hidden = [
+        (a, b) for a, b in common if a.id in changed_keys and a.scores[primary_key] == b.scores[primary_key]
+    ]
+    shown = tuple(_record_example(run_a.suite, changed_keys[a.id], a, b) for a, b in hidden[:limit])
+    return tuple(counts), shown, len(hidden)
+
+
+def _examples(s: SuiteComparison, limit: int, a: CheckpointView, b: CheckpointView) -> SuiteExamples:
     wins = [f for f in s.flips if f.direction == "improved"]
     losses = [f for f in s.flips if f.direction == "regressed"]
+    run_a, run_b = a.runs.get(s.suite), b.runs.get(s.suite)
+    others, changed, n_other_only = (
+        ((), (), 0) if run_a is None or run_b is None else other_changes(run_a, run_b, s.score_key, limit)
+    )
     return SuiteExamples(
         suite=s.suite,
         key=s.score_key,
@@ -132,6 +218,10 @@ def _examples(s: SuiteComparison, limit: int) -> SuiteExamples:
         losses=tuple(_example(s.suite, f) for f in losses[:limit]),
         n_wins=len(wins),
         n_losses=len(losses),
+        metric=s.metric,
+        others=others,
+        changed=changed,
+        n_other_only=n_other_only,
     )
 
 
@@ -144,4 +234,4 @@ def compare_pair(a: CheckpointView, b: CheckpointView, reason: str, catalog: Cat
         )
         for s in comparison.skipped
     ]
-    return Pair(a, b, reason, tuple(rows), tuple(_examples(s, limit) for s in comparison.suites))
+    return Pair(a, b, reason, tuple(rows), tuple(_examples(s, limit, a, b) for s in comparison.suites))

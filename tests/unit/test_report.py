@@ -109,8 +109,10 @@ def test_report_files_and_metric_tables(report: Path) -> None:
     summary = _section(md, "## Summary", "## Metrics")
     # GSM8K 4/6 and 5/6 correct (Wilson intervals). Safety (stratified bootstrap, 2 samples per stratum,
     # each stratum constant): SFT all safe; DPO refuses all, so the XSTest-safe third is lost.
-    assert "| sft-1 | 66.7 [30.0, 90.3] n=6 | 100.0 [100.0, 100.0] n=6 |" in summary, summary
-    assert "| dpo-1 | 83.3 [43.6, 97.0] n=6 | 66.7 [66.7, 66.7] n=6 |" in summary, summary
+    # Safety at n = 6 (2 per stratum): the stratified Wilson interval, n* = 6, so Wilson at 6/6 and 4/6 (the
+    # stratified bootstrap gave the zero-width [100.0, 100.0] and [66.7, 66.7] here).
+    assert "| sft-1 | 66.7 [30.0, 90.3] n=6 | 100.0 [61.0, 100.0] n=6 |" in summary, summary
+    assert "| dpo-1 | 83.3 [43.6, 97.0] n=6 | 66.7 [30.0, 90.3] n=6 |" in summary, summary
     assert "| exact_match_flex (primary) | 66.7 | [30.0, 90.3] | 6 |" in md
     page = (report / "report.html").read_text()
     assert '<script src="plotly.min.js"></script>' in page and "cdn" not in page.lower()
