@@ -16,17 +16,20 @@ import struct
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from harness.checkpoints import redact_reference
 from harness.errors import DataError, UsageError
 from harness.names import check_name, is_valid_name
 from harness.readers import MiB, parse_json
 from harness.runs.manifest import Manifest, now_iso
-from harness.runs.store import MANIFEST, METRICS, SAMPLES, find_runs, read_json
+from harness.runs.provenance import is_replay
+from harness.runs.store import MANIFEST, METRICS, SAMPLES, read_json
 from harness.version import __version__
 from leaderboard.atomic import storage
+from leaderboard.sources import registered_lineage, resolve_sources
 from leaderboard.zipcheck import CHUNK, ZIP_ERRORS, ZipProblem, central_directory, read_entry
 
 BUNDLE_FILE = "bundle.json"
@@ -50,6 +53,10 @@ _CHECKPOINT_DIR = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")  # Checkpoin
 _SUITE_DIR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}@[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}")
 _HASH_DIR = re.compile(r"[0-9a-f]{6,64}")
 REBUILD_HINT = "Re-run the evaluation (harness eval) and submit again with `harness leaderboard submit`."
+REPLAY_HINT = (
+    "Leave them out (submit the checkpoint's runs: harness leaderboard submit CHECKPOINT), or pass "
+    "--allow-replay to submit them anyway; the leaderboard marks them as replayed."
+)
 REMAKE_HINT = "Make the bundle with `harness leaderboard submit` and do not edit it afterwards."
 
 
@@ -65,30 +72,31 @@ def check_team(team: str) -> str:
 # ---------------------------------------------------------------------------------------------- submit
 
 
-def run_folders(paths: Sequence[Path]) -> list[Path]:
-    found: list[Path] = []
-    for path in paths:
-        runs = [path] if (path / MANIFEST).is_file() else find_runs(path)
-        if not runs:
-            raise UsageError(
-                f"{path} holds no runs.", "Pass runs folders (harness eval --out) or run folders."
-            )
-        found.extend(r.resolve() for r in runs)
-    return sorted(set(found))
-
-
-def write_bundle(runs: Sequence[Path], team: str, out: Path | None) -> Path:
+def write_bundle(
+    runs: Sequence[Path | str],
+    team: str,
+    out: Path | None,
+    *,
+    runs_root: Path | str | None = None,
+    allow_replay: bool = False,
+) -> Path:
+    """Bundle the runs that `runs` name (run folders, runs folders, checkpoint references resolved in
+    `runs_root`; see leaderboard.sources). `replay:` runs are refused unless `allow_replay`."""
     check_team(team)
     entries: dict[str, bytes] = {}
     claimed: list[dict[str, Any]] = []
     origin: dict[str, Path] = {}
-    for run_dir in run_folders(runs):
+    replayed: list[str] = []
+    registries: dict[Path, Mapping[str, Mapping[str, Any]]] = {}
+    for run_dir in resolve_sources(runs, runs_root):
         manifest = Manifest.from_record(read_json(run_dir / MANIFEST, "run manifest"), run_dir / MANIFEST)
         if manifest.status != "complete":
             raise UsageError(
                 f"The run {run_dir} is not complete (status '{manifest.status}').",
                 "Finish it by re-running the same `harness eval` command, or leave it out of the bundle.",
             )
+        if is_replay(manifest):
+            replayed.append(f"{run_dir} ({redact_reference(manifest.checkpoint)[:120]})")
         for name in RUN_FILES:
             if not (run_dir / name).is_file():
                 raise UsageError(f"The run {run_dir} has no {name}.", "Re-run `harness eval` to finish it.")
@@ -101,6 +109,12 @@ def write_bundle(runs: Sequence[Path], team: str, out: Path | None) -> Path:
         origin[relative] = run_dir
         for name in RUN_FILES:
             entries[f"{relative}/{name}"] = (run_dir / name).read_bytes()
+        registered = registered_lineage(run_dir.parents[2], registries).get(manifest.checkpoint)
+        if registered is not None and registered != manifest.lineage:  # registered after it was evaluated
+            record = replace(manifest, lineage=registered).to_record()
+            entries[f"{relative}/{MANIFEST}"] = (
+                json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+            ).encode()
         metrics = read_json(run_dir / METRICS, "metrics file")
         claimed.append({
             "path": relative,
@@ -112,6 +126,14 @@ def write_bundle(runs: Sequence[Path], team: str, out: Path | None) -> Path:
             "primary": metrics.get("primary"),
             "metrics": metrics.get("metrics"),
         })  # fmt: skip
+    if replayed and not allow_replay:
+        raise UsageError(
+            f"{len(replayed)} run(s) hold replayed responses (a replay: file), not a model's: "
+            + "; ".join(replayed[:10])
+            + (" ..." if len(replayed) > 10 else "")
+            + ".",
+            REPLAY_HINT,
+        )
     bundle = {
         "schema": BUNDLE_SCHEMA,
         "schema_version": BUNDLE_SCHEMA_VERSION,

@@ -128,7 +128,7 @@ def _extracted_size(score: Score) -> int:
     return sum(len(v) for v in score.extracted.values() if v is not None)
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_number(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is None and b is None
     try:
@@ -148,17 +148,17 @@ def _compare_metrics(where: str, claimed: Mapping[str, Any], recomputed: Mapping
         got = claimed[name]
         if not isinstance(got, dict):
             raise reject(f"{where}: metric {name} is not an object.")
-        if not _same(got.get("value"), record["value"]) or got.get("n") != record["n"]:
+        if not same_number(got.get("value"), record["value"]) or got.get("n") != record["n"]:
             raise reject(
                 f"{where}: metric {name} claims {str(got.get('value'))[:40]} (n={str(got.get('n'))[:40]}) but "
                 f"{how} it is {record['value']} (n={record['n']})."
             )
         claimed_ci, ci = got.get("ci95"), record["ci95"]
         if (
-            not _same(got.get("stderr"), record["stderr"])
+            not same_number(got.get("stderr"), record["stderr"])
             or not isinstance(claimed_ci, list)
             or len(claimed_ci) != 2
-            or not all(_same(a, b) for a, b in zip(claimed_ci, ci, strict=True))
+            or not all(same_number(a, b) for a, b in zip(claimed_ci, ci, strict=True))
         ):
             raise reject(
                 f"{where}: metric {name} claims stderr {str(got.get('stderr'))[:40]} and 95% CI "
@@ -253,7 +253,7 @@ async def _rescored(
             changed = [
                 f"{k}: {old.scores.get(k)} stored, {score.values.get(k)} re-scored"
                 for k in sorted(set(old.scores) | set(score.values))
-                if not _same(old.scores.get(k), score.values.get(k))
+                if not same_number(old.scores.get(k), score.values.get(k))
             ]
             if changed:
                 differ.append(f"{old.id} ({', '.join(changed)})")

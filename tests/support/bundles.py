@@ -41,7 +41,7 @@ def make_honest(tmp: Path, data_dir: Path, suite_name: str = "gsm8k", limit: int
     result = eval_json(
         "--checkpoint", f"replay:{replay}", "--suite", suite_name, "--limit", str(limit), "--runs", str(root)
     )  # fmt: skip
-    bundle = write_bundle([root], "owls", tmp / "owls.zip")
+    bundle = write_bundle([root], "owls", tmp / "owls.zip", allow_replay=True)  # replayed on purpose
     return Honest(root, result.run_dir, bundle)
 
 

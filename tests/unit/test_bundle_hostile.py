@@ -63,6 +63,7 @@ def add_measured(bundle: Path, site_data: Path, tmp: Path) -> tuple[int, str, fl
         str(bundle),
         "--site-data",
         str(site_data),
+        "--allow-replay",
     ]
     proc = subprocess.run(
         [sys.executable, "-c", _MEASURE, str(ADDRESS_SPACE), str(err_path), *command],
@@ -196,7 +197,7 @@ def test_sample_lines_are_bounded_and_shaped(
     lines = edit(items[name].decode().splitlines())
     bundle = write_entries(tmp_path / "b.zip", restamp({**items, name: ("\n".join(lines) + "\n").encode()}))
     with pytest.raises(HarnessError) as caught:
-        add_bundle(bundle, tmp_path / "site-data")
+        add_bundle(bundle, tmp_path / "site-data", allow_replay=True)
     assert caught.value.exit_code == ExitCode.DATA
     assert caught.value.message.startswith("Bundle rejected: ") and expected in caught.value.message
     assert list((tmp_path / "site-data").iterdir()) == []
@@ -303,7 +304,7 @@ def test_fuzzed_run_files_only_ever_raise_documented_errors(
         bundle = write_entries(tmp_path / f"r{case}.zip", restamp(edited))
         site = tmp_path / f"site{case}"
         try:
-            add_bundle(bundle, site)
+            add_bundle(bundle, site, allow_replay=True)
             accepted += 1  # a change the checks do not care about (a timestamp, say)
         except HarnessError as error:
             assert error.exit_code in (ExitCode.USAGE, ExitCode.DATA), (case, target, error.message)

@@ -60,7 +60,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Runs:
         )
     bundle = tmp / "owls.zip"
     proc = harness(
-        "leaderboard", "submit", str(root), "--team", "owls", "--out", str(bundle),
+        "leaderboard", "submit", str(root), "--team", "owls", "--out", str(bundle), "--allow-replay",
         env=cli_env(OPENAI_API_KEY=SECRET, HARNESS_RUNS_DIR=str(root)),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -127,7 +127,9 @@ def _edit_manifest(entries: dict[str, bytes], change: Callable[[dict[str, object
 
 
 def _add(bundle: Path, site: Path, **env: str) -> tuple[int, str, str]:
-    proc = harness("leaderboard", "add", str(bundle), "--site-data", str(site), env=cli_env(**env))
+    proc = harness(
+        "leaderboard", "add", str(bundle), "--site-data", str(site), "--allow-replay", env=cli_env(**env)
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -359,7 +361,9 @@ def test_resubmission_replaces_the_teams_earlier_one(runs: Runs, tmp_path: Path)
     site = tmp_path / "site"
     assert _add(runs.bundle, site)[0] == 0
     second = tmp_path / "owls-2.zip"
-    proc = harness("leaderboard", "submit", str(runs.gsm8k), "--team", "owls", "--out", str(second))
+    proc = harness(
+        "leaderboard", "submit", str(runs.gsm8k), "--team", "owls", "--out", str(second), "--allow-replay"
+    )
     assert proc.returncode == 0, proc.stderr
     code, out, err = _add(second, site)
     assert code == 0, err
@@ -401,7 +405,10 @@ def test_mbpp_is_rescored_in_the_sandbox_and_a_model_judged_run_says_it_was_not(
     )  # fmt: skip
     bundle = tmp_path / "b.zip"
     assert (
-        harness("leaderboard", "submit", str(root), "--team", "herons", "--out", str(bundle)).returncode == 0
+        harness(
+            "leaderboard", "submit", str(root), "--team", "herons", "--out", str(bundle), "--allow-replay"
+        ).returncode
+        == 0
     )
     code, out, err = _add(bundle, tmp_path / "site")
     assert code == 0, err
@@ -433,6 +440,7 @@ def test_add_rebuilds_the_site_with_the_accepted_team(runs: Runs, tmp_path: Path
         str(site_data),
         "--site",
         str(site),
+        "--allow-replay",
         env=cli_env(),
     )
     assert proc.returncode == 0, proc.stderr
