@@ -6,6 +6,7 @@ checkpoint pages render from it. Values stay fractions in [0, 1]; the browser fo
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,19 @@ from typing import Any
 
 from harness.errors import DataError
 from harness.runs.catalog import Catalog, CheckpointView, RunView, average, primary_value
+from harness.runs.provenance import SpotCheck, is_replay, read_spot_checks
+from leaderboard.class_config import (
+    TIE_RULES,
+    ClassConfig,
+    column_of,
+    differences,
+    expected_columns,
+    rank_rows,
+    row_reasons,
+)
+from leaderboard.spot_check_file import still_holds
 
+MAX_RANKED_SEARCH = 12  # columns searched for the ranked set (2^12 subsets); a board has ~6
 REFERENCE_FILE = Path(__file__).resolve().parent / "reference_scores.json"
 
 
@@ -39,25 +52,14 @@ def _describe_settings(run: RunView) -> dict[str, Any]:
 
 
 def incomparable_reason(run: RunView, reference: RunView | None, catalog: Catalog) -> str | None:
-    """Why a cell is not ranked with its column (None: it is)."""
+    """Why a cell is not ranked with its column (None: it is), naming each differing setting."""
     if not run.complete:
         return f"run is {run.manifest.status}, not complete: not ranked"
     if catalog.comparable(run):
         return None
     if reference is None:
         return "no reference settings for this suite: not ranked"
-    mine, ref = run.manifest, reference.manifest
-    parts = []
-    if mine.suite_version != ref.suite_version:
-        parts.append(f"suite version {mine.suite_version} (column: {ref.suite_version})")
-    if run.judge != reference.judge:
-        parts.append(f"safety judge {run.judge} (column: {reference.judge})")
-    if mine.limit != ref.limit:
-        parts.append(f"--limit {mine.limit or 'none'} (column: {ref.limit or 'none'})")
-    if mine.generation != ref.generation:
-        parts.append("other generation settings")
-    if not parts:
-        parts.append(f"settings hash {mine.settings_hash} (column: {ref.settings_hash})")
+    parts = differences(run, column_of(reference), "column")
     return "run under other settings than the column: " + "; ".join(parts) + ": not ranked"
 
 
@@ -128,6 +130,31 @@ def _cell(checkpoint_id: str, run: RunView, catalog: Catalog, refs: Mapping[str,
     }
 
 
+class SpotChecks:
+    """The staff's spot checks (`harness leaderboard verify --site-data`), read once per team folder. A
+    check counts only while the team's folder holds exactly the responses it checked."""
+
+    def __init__(self) -> None:
+        self._by_root: dict[Path, Mapping[str, SpotCheck]] = {}
+
+    def badge(self, checkpoint: CheckpointView) -> dict[str, Any] | None:
+        if checkpoint.team is None or not checkpoint.runs:
+            return None
+        root = next(iter(checkpoint.runs.values())).run_dir.parents[2]  # <team>/<checkpoint>/<suite@v>/<hash>
+        if root not in self._by_root:
+            self._by_root[root] = read_spot_checks(root)
+        check = self._by_root[root].get(checkpoint.reference)
+        if check is None:
+            return None
+        return {
+            "checked": check.checked,
+            "agreed": check.agreed,
+            "passed": check.passed,
+            "date": check.date[:10],
+            "current": still_holds(root, check),
+        }
+
+
 @dataclass(frozen=True)
 class IndexData:
     payload: dict[str, Any]  # what data/index.js holds
@@ -135,15 +162,23 @@ class IndexData:
     refs: Mapping[str, RunView]
 
 
-def build_index(catalog: Catalog, references: Sequence[Mapping[str, Any]]) -> IndexData:
+def build_index(
+    catalog: Catalog, references: Sequence[Mapping[str, Any]], config: ClassConfig | None = None
+) -> IndexData:
+    """The index payload. Ranks compare rows over one set of suites only: the class config's (rows
+    qualify by `class_config.row_reasons`), else the set that ranks the most cells (`_ranked_suites`)."""
     suites = catalog.suites()
+    if config is not None:  # the class's columns first, in its order
+        suites = [*config.suites, *(s for s in suites if s not in config.suites)]
     refs = reference_runs(catalog)
     parents = _parents(catalog)
+    spot_checks = SpotChecks()
     rows: list[dict[str, Any]] = []
     for c in catalog.checkpoints:
         cells = {suite: _cell(c.id, run, catalog, refs) for suite, run in c.runs.items()}
         values = [primary_value(c, s, catalog) for s in suites]
         parent = parents.get(c.id)
+        runs = list(c.runs.values())
         rows.append(
             {
                 "id": c.id,
@@ -159,20 +194,18 @@ def build_index(catalog: Catalog, references: Sequence[Mapping[str, Any]]) -> In
                 "cells": cells,
                 "average": average(values),
                 "average_n": sum(v is not None for v in values),
+                "covered": [s for s, v in zip(suites, values, strict=True) if v is not None],
                 "rank": None,
+                "qualified": False,
+                "unranked_reasons": [],
+                "replay": any(is_replay(run.manifest) for run in runs),
+                "spot_check": spot_checks.badge(c),
+                "finished": max((run.manifest.created_at for run in runs), default=""),
+                "_checkpoint": c,
             }
         )
-    # Rank by the average of ranked cells, among rows ranked on as many suites as the most complete row:
-    # an average over fewer suites is shown but would not be comparable. Ties share the better rank.
-    full = max((r["average_n"] for r in rows), default=0)
-    ranked = sorted(
-        (r for r in rows if r["average"] is not None and r["average_n"] == full), key=lambda r: -r["average"]
-    )
-    previous: tuple[float, int] | None = None
-    for position, row in enumerate(ranked, start=1):
-        rank = previous[1] if previous is not None and previous[0] == row["average"] else position
-        row["rank"] = rank
-        previous = (row["average"], rank)
+    ranked_suites, why_none = _ranked_suites(rows, suites, config)
+    _rank(rows, ranked_suites, catalog, config)
     columns = []
     for suite in suites:
         ref = refs.get(suite)
@@ -187,7 +220,11 @@ def build_index(catalog: Catalog, references: Sequence[Mapping[str, Any]]) -> In
         "suites": columns,
         "rows": rows,
         "references": [dict(r) for r in references],
-        "ranked_suites": full,
+        "ranked_suites": len(ranked_suites),
+        "ranked_suite_names": list(ranked_suites),
+        "unranked_note": why_none,
+        "class_config": None if config is None else config.describe(),
+        "tie_rule": TIE_RULES[config.tie_rule if config is not None else "competition"],
         "filters": {
             "team": sorted({r["team"] for r in rows if r["team"]}),
             "stage": sorted({r["stage"] for r in rows if r["stage"]}),
@@ -195,6 +232,80 @@ def build_index(catalog: Catalog, references: Sequence[Mapping[str, Any]]) -> In
         },
     }
     return IndexData(payload=payload, parents=parents, refs=refs)
+
+
+def _ranked_suites(
+    rows: Sequence[Mapping[str, Any]], suites: Sequence[str], config: ClassConfig | None
+) -> tuple[tuple[str, ...], str | None]:
+    """The one set of suites that ranks are computed over, and why nobody is ranked (when so).
+
+    With a class config: its suites. Without: the set of columns that ranks the most cells (rows
+    covering it x its size; a row may cover more), the larger set on equal cells. Two different sets
+    that rank as many cells and are as large would make the choice arbitrary: then no row is ranked."""
+    if config is not None:
+        return tuple(config.suites), None
+    covered = [frozenset(r["covered"]) for r in rows]
+    if len(suites) <= MAX_RANKED_SEARCH:
+        candidates = [s for n in range(1, len(suites) + 1) for s in itertools.combinations(suites, n)]
+    else:  # too many subsets to try: the sets some row covers
+        candidates = [tuple(x for x in suites if x in c) for c in set(covered) if c]
+    best: list[tuple[int, int, tuple[str, ...]]] = []
+    for subset in candidates:
+        wanted = frozenset(subset)
+        n_rows = sum(wanted <= c for c in covered)
+        if n_rows:
+            best.append((n_rows * len(subset), len(subset), subset))
+    if not best:
+        return (), None
+    best.sort(key=lambda t: (-t[0], -t[1]))
+    if len(best) > 1 and best[0][:2] == best[1][:2]:
+        sets = " and ".join("{" + ", ".join(b[2]) + "}" for b in best[:2])
+        return (), (
+            f"Not ranked: rows cover different sets of suites ({sets}), and ranking either would compare "
+            "averages over different suites. A class config (leaderboard.yaml) pins which suites rank."
+        )
+    return best[0][2], None
+
+
+def _rank(
+    rows: list[dict[str, Any]], ranked: Sequence[str], catalog: Catalog, config: ClassConfig | None
+) -> None:
+    """Fill rank, qualified, unranked_reasons and (for ranked rows) the average over the ranked suites."""
+    columns = expected_columns(config) if config is not None else None
+    refs = reference_runs(catalog)
+    scores: list[tuple[str, float, str]] = []
+    for row in rows:
+        checkpoint: CheckpointView = row.pop("_checkpoint")
+        if columns is not None:
+            reasons = row_reasons(checkpoint, columns)
+        else:
+            reasons = _missing(checkpoint, ranked, catalog, refs) if ranked else []
+        values = [primary_value(checkpoint, s, catalog) for s in ranked]
+        if ranked and not reasons and all(v is not None for v in values):
+            row["qualified"] = True
+            row["average"] = average(values)
+            row["average_n"] = len(values)
+            scores.append((row["id"], float(row["average"]), str(row["finished"])))
+        else:
+            row["unranked_reasons"] = reasons or ["not ranked: no common set of suites (see above)"]
+    ranks = rank_rows(scores, config.tie_rule if config is not None else "competition")
+    for row in rows:
+        row["rank"] = ranks.get(row["id"])
+
+
+def _missing(
+    checkpoint: CheckpointView, ranked: Sequence[str], catalog: Catalog, refs: Mapping[str, RunView]
+) -> list[str]:
+    reasons = []
+    for suite in ranked:
+        run = checkpoint.runs.get(suite)
+        if run is None:
+            reasons.append(f"{suite}: no run (ranked rows cover {', '.join(ranked)})")
+        elif (why := incomparable_reason(run, refs.get(suite), catalog)) is not None:
+            reasons.append(f"{suite}: {why}")
+        elif run.primary_metric() is None:
+            reasons.append(f"{suite}: no primary metric")
+    return reasons
 
 
 def _any_primary(catalog: Catalog, suite: str) -> str:

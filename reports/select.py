@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UsageError
-from harness.runs.catalog import Catalog, CheckpointView, RunView, build_catalog, load_run, load_runs
+from harness.runs.catalog import (
+    Catalog,
+    CheckpointView,
+    RunView,
+    build_catalog,
+    load_run,
+    load_runs,
+    registered_entries,
+    with_registered,
+)
 from harness.runs.store import MANIFEST
 
 
@@ -32,9 +41,10 @@ def _key(run: RunView) -> tuple[str | None, str]:
     return (run.team, run.manifest.checkpoint)
 
 
-def _runs_in_folder(folder: Path) -> list[RunView]:
-    if (folder / MANIFEST).is_file():
-        return [load_run(folder.resolve())]
+def _runs_in_folder(folder: Path, runs_root: Path) -> list[RunView]:
+    if (folder / MANIFEST).is_file():  # one run folder: its lineage comes from the runs folder's registry
+        entries = registered_entries(runs_root, submitted=False) if runs_root.is_dir() else {}
+        return with_registered([load_run(folder.resolve())], entries)
     runs = load_runs([folder.resolve()])
     if not runs:
         raise UsageError(
@@ -96,7 +106,7 @@ def select(arguments: Sequence[str], runs_root: Path) -> Selection:
     for text in arguments:
         path = Path(text).expanduser()
         if path.is_dir():
-            runs = _runs_in_folder(path)
+            runs = _runs_in_folder(path, runs_root)
         else:
             if root_catalog is None:
                 root_catalog = (

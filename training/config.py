@@ -151,7 +151,12 @@ class EvalConfig:
     suites: tuple[str, ...] = doc(
         "suites evaluated after training (and gated against the parent)", ("gsm8k", "ifeval")
     )
-    limit: int | None = doc("first N samples of each suite (null: all)", None)
+    limit: int | None = doc(
+        "first N samples of each suite (null: all). 100 keeps the check after a stage to minutes; the gate's "
+        "minimum detectable drop at 100 samples is several points, so set null (or use a class config) "
+        "for numbers you report",
+        100,
+    )
     max_tokens: int | None = doc("override the suites' pinned max new tokens", None)
     gate: bool = doc(
         "run `harness gate` against the parent checkpoint (evaluating the parent if needed)", True
@@ -161,6 +166,11 @@ class EvalConfig:
         "site folder rebuilt from the runs folder after the stage (null: none)", None
     )
     batch_size: int | None = doc("hf: prompts per generate call during evaluation", None)
+    class_config: str | None = doc(
+        "a class config (leaderboard.yaml): evaluate its suites under its limit, decoding and judge, so the "
+        "stage's rows qualify on the class leaderboard (replaces `suites`, `limit` and `max_tokens`)",
+        None,
+    )
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:

@@ -35,6 +35,8 @@ from harness.lineage import (
 )
 from harness.names import claim_folder, is_valid_name, owns, remove_owned_folder
 from harness.runs.store import write_json_atomic
+from harness.suite import SuiteOptions
+from leaderboard.class_config import ClassEval, class_eval, load_class_config
 from training.backend import TRAIN_LOG, StartPoint, StepLog, TrainResult, get_backend
 from training.config import TrainRequest
 from training.data_checks import StageData, load_stage_data
@@ -177,6 +179,7 @@ def run_stage(request: TrainRequest, root: Path, data: DataSource, quiet: bool =
     config = request.config
     check_tags(config.tags)
     checkpoints = Path(config.output_dir).expanduser().resolve()
+    stage_evals(request)  # a bad class config is refused before any slow step
     registry = CheckpointRegistry(registry_path(root))
     name = _stage_name(request, registry, checkpoints)
     existing = registry.by_name(name)
@@ -247,18 +250,36 @@ def evaluate_checkpoint(entry: CheckpointEntry, request: TrainRequest, root: Pat
     from harness.api.evaluate import Generation, evaluate
 
     ev = request.config.eval
-    if not ev.suites:
+    plan = stage_evals(request)
+    if not plan.suites:
         return []
-    _say(quiet, f"evaluating {entry.name} on {', '.join(ev.suites)}")
+    _say(quiet, f"evaluating {entry.name} on {', '.join(plan.suites)}")
     results = evaluate(
-        entry.reference, list(ev.suites), limit=ev.limit, runs=root, data_dir=data.data_dir,
-        generation=Generation(max_tokens=ev.max_tokens),
+        entry.reference, list(plan.suites), limit=plan.limit, runs=root, data_dir=data.data_dir,
+        generation=Generation(**plan.generation), scoring=SuiteOptions(plan.judge),
         backend=AdapterOptions(batch_size=ev.batch_size, device=request.config.device),
+        progress=not quiet,
     )  # fmt: skip
     return [
         SuiteResult(r.suite, str(r.run_dir), r.primary, {k: m.to_record() for k, m in r.metrics.items()})
         for r in results.runs
     ]
+
+
+def stage_evals(request: TrainRequest) -> ClassEval:
+    """What the stage evaluates: `eval.suites` with `eval.limit`/`max_tokens`, or the class config's
+    suites under all of its settings (a bad class config is a UsageError)."""
+    ev = request.config.eval
+    chosen = {"max_tokens": ev.max_tokens}
+    if not ev.class_config or not ev.suites:  # `harness train --no-eval` empties the suites
+        return ClassEval(
+            tuple(ev.suites),
+            ev.limit,
+            {k: v for k, v in chosen.items() if v is not None},
+            SuiteOptions().judge,
+        )
+    config = load_class_config(Path(ev.class_config).expanduser())
+    return class_eval(config, None, None, {}, None, source="eval.class_config")
 
 
 def gate_against_parent(entry: CheckpointEntry, request: TrainRequest, root: Path, data: DataSource,
@@ -269,13 +290,14 @@ def gate_against_parent(entry: CheckpointEntry, request: TrainRequest, root: Pat
 
     registry = CheckpointRegistry(registry_path(root))
     parent = registry.by_name(entry.parent) if entry.parent else None
-    suites = request.config.eval.suites
+    suites = stage_evals(request).suites
     if parent is None or not suites:
         return None, None, None
     try:
         result = gate(
             parent.reference, entry.reference, suites=list(suites), runs=root,
             policy=request.config.eval.policy or None, eval_missing=True, data_dir=data.data_dir,
+            progress=not quiet,
         )  # fmt: skip
     except HarnessError as error:  # a refused gate is reported, the trained checkpoint stays
         _say(quiet, f"gate against {parent.name} refused: {error.message}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import TYPE_CHECKING, Any
 
 from harness.cli.argtypes import (
@@ -40,7 +39,7 @@ def register(commands: Any) -> None:
     )
     p.add_argument("--suite", action="append", metavar="NAME", help="suite to run (repeatable; default: all)")
     p.add_argument("--limit", type=_positive, help="only the first N samples of each suite")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed sent with every request (default 0)")
+    p.add_argument("--seed", type=int, help="sampling seed sent with every request (default 0)")
     add_runs_flag(p, deprecated_out=True)
     add_data_dir_flag(p)
     add_backend_flags(p)
@@ -48,9 +47,8 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--samples",
         type=_positive,
-        default=1,
         metavar="N",
-        help="responses per prompt (pass@k for code); N > 1 samples at --temperature (default 0.8)",
+        help="responses per prompt (pass@k for code; default 1); N > 1 samples at --temperature (default 0.8)",
     )
     p.add_argument(
         "--temperature", type=float, help="override the suite's decoding temperature (pinned: greedy)"
@@ -58,9 +56,14 @@ def register(commands: Any) -> None:
     p.add_argument("--top-p", type=float, help="override top_p (default 1.0)")
     p.add_argument(
         "--judge",
-        default="refusal-heuristic",
         metavar="NAME",
         help="safety judge: refusal-heuristic (default, offline) or wildguard",
+    )
+    p.add_argument(
+        "--class",
+        dest="class_config",
+        metavar="FILE",
+        help="a class config (leaderboard.yaml): run its suites, limit, decoding and judge, so the runs qualify",
     )
     p.add_argument(
         "--judge-checkpoint", metavar="REF", help="the WildGuard classifier, as any --checkpoint form"
@@ -90,19 +93,37 @@ def run(args: argparse.Namespace) -> int:
     from harness.api.evaluate import Generation, evaluate
     from harness.suite import SuiteOptions
 
+    suites, limit, judge = args.suite, args.limit, args.judge or "refusal-heuristic"
+    chosen = {
+        "seed": args.seed, "samples": args.samples, "temperature": args.temperature, "top_p": args.top_p,
+        "max_tokens": args.max_tokens,
+    }  # fmt: skip
+    if args.class_config:
+        from pathlib import Path
+
+        from leaderboard.class_config import class_eval, load_class_config
+
+        pinned = class_eval(load_class_config(Path(args.class_config)), suites, limit, chosen, args.judge)
+        suites, limit, judge, chosen = (
+            list(pinned.suites),
+            pinned.limit,
+            pinned.judge,
+            dict(pinned.generation),
+        )
+    generation = Generation(**{k: v for k, v in chosen.items() if v is not None})
     results = evaluate(
         args.checkpoint,
-        args.suite,
-        limit=args.limit,
+        suites,
+        limit=limit,
         runs=args.runs,
         data_dir=args.data_dir,
-        generation=Generation(args.seed, args.samples, args.temperature, args.top_p, args.max_tokens),
+        generation=generation,
         backend=adapter_options(args, args.price_table),
-        scoring=SuiteOptions(args.judge, args.judge_checkpoint, judge_timeout_s=args.timeout),
+        scoring=SuiteOptions(judge, args.judge_checkpoint, judge_timeout_s=args.timeout),
         max_cost=args.max_cost,
         cache=not args.no_cache,
         fresh=args.fresh,
-        progress=sys.stderr.isatty() and not args.quiet,
+        progress=not args.quiet,
     )
     if args.json:
         print(json.dumps(results.to_records(), indent=2))
@@ -134,4 +155,9 @@ def _print_table(results: EvalResults, all_metrics: bool) -> None:
             + (f", retries {inv.retries}" if inv.retries else "")
             + (f", repaired a torn last line ({inv.repaired_bytes} bytes)" if inv.repaired_bytes else "")
             + f" -> {run.run_dir}"
+            + (
+                f", extended from {inv.extended_from} ({inv.resumed} samples reused)"
+                if inv.extended_from
+                else ""
+            )
         )

@@ -3,13 +3,17 @@
 Runs are read from one or more runs folders (their manifests and metrics files; per-sample records
 only on demand). Each checkpoint gets at most one run per suite: the complete run with the most
 samples (then the newest). A suite's column compares only runs with the same suite version and
-settings hash (the hash covers the generation settings, `--limit` and the safety judge), the
-column's *reference settings* being those most checkpoints were run with; a cell run otherwise is
-shown but never ranked against the others.
+settings hash (the hash covers the generation settings, `--limit` and the safety judge). The
+column's *reference settings* are pinned by a class config (leaderboard/class_config.py) when there is
+one, else those most checkpoints were run with; a cell run otherwise is shown but never ranked against
+the others. A run under the pinned settings is preferred when a checkpoint has several.
 
 Team and lineage: a runs folder may hold `submission.json` (`{"team": ...}`, written by
-`harness leaderboard submit`); the registry entry a run recorded in its manifest (`lineage`) gives
-name, stage, parent and base model.
+`harness leaderboard submit`). Name, stage, parent and base model come from the checkpoint registry as it
+is when the runs are read (`<runs>/registry.jsonl`, or `$HARNESS_REGISTRY` for a folder that is not a
+submission), matched by the run's concrete checkpoint reference, so registering a checkpoint after
+evaluating it just works; a run whose reference is not registered there falls back to the entry its
+manifest recorded when it was evaluated (`lineage`), which is what submitted bundles carry.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +51,16 @@ class RunView:
     primary: str
     metrics: Mapping[str, Metric]
     team: str | None = None
+    registered: Mapping[str, Any] | None = None  # the registry entry of its checkpoint when read
 
     @property
     def suite(self) -> str:
         return self.manifest.suite
+
+    @property
+    def lineage(self) -> Mapping[str, Any] | None:
+        """The checkpoint's registry entry: as registered now, else as recorded at evaluation time."""
+        return self.registered if self.registered is not None else self.manifest.lineage
 
     @property
     def comparability_key(self) -> tuple[str, str, str]:
@@ -110,21 +120,42 @@ def _team_of(root: Path) -> str | None:
     return None if team is None else str(team)
 
 
+def team_of(root: Path) -> str | None:
+    """The team a runs folder was submitted by (its submission.json), else None."""
+    return _team_of(root)
+
+
+def parse_metrics(payload: Mapping[str, Any], path: Path) -> tuple[str, dict[str, Metric]]:
+    """(primary metric name, metrics) of a metrics file's content as read_json read it from `path`."""
+    try:
+        primary = str(payload.get("primary", ""))
+        return primary, {str(k): Metric.from_record(str(k), v) for k, v in payload["metrics"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as error:
+        raise DataError(
+            f"The metrics file {path} is malformed ({type(error).__name__}: {error}).",
+            "Recompute it from the samples: harness rescore RUN.",
+        ) from None
+
+
 def load_run(run_dir: Path, team: str | None = None) -> RunView:
     manifest = Manifest.from_record(read_json(run_dir / MANIFEST, "run manifest"), run_dir / MANIFEST)
     metrics: dict[str, Metric] = {}
     primary = ""
     if (run_dir / METRICS).is_file():
-        payload = read_json(run_dir / METRICS, "metrics file")
-        try:
-            primary = str(payload.get("primary", ""))
-            metrics = {str(k): Metric.from_record(str(k), v) for k, v in payload["metrics"].items()}
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as error:
-            raise DataError(
-                f"The metrics file {run_dir / METRICS} is malformed ({type(error).__name__}: {error}).",
-                "Recompute it from the samples: harness rescore RUN.",
-            ) from None
+        primary, metrics = parse_metrics(read_json(run_dir / METRICS, "metrics file"), run_dir / METRICS)
     return RunView(run_dir=run_dir, manifest=manifest, primary=primary, metrics=metrics, team=team)
+
+
+def registered_entries(root: Path, submitted: bool) -> dict[str, Mapping[str, Any]]:
+    """Concrete checkpoint reference -> the last registry entry naming it, from the registry that goes
+    with a runs folder (a submission's own file only: the reader's $HARNESS_REGISTRY says nothing about
+    another team's checkpoints). A malformed registry is a DataError naming its path and line."""
+    from harness.lineage import REGISTRY_FILE, CheckpointRegistry, registry_path
+
+    path = root / REGISTRY_FILE if submitted else registry_path(root)
+    if not path.is_file():
+        return {}
+    return {entry.reference: entry.to_record() for entry in CheckpointRegistry(path).entries}
 
 
 def load_runs(roots: Iterable[Path]) -> list[RunView]:
@@ -135,8 +166,17 @@ def load_runs(roots: Iterable[Path]) -> list[RunView]:
                 f"The runs folder {root} does not exist.", "Pass folders made by `harness eval --runs DIR`."
             )
         team = _team_of(root)
-        runs.extend(load_run(run_dir, team) for run_dir in find_runs(root))
+        entries = registered_entries(root, submitted=team is not None)
+        runs.extend(with_registered([load_run(run_dir, team) for run_dir in find_runs(root)], entries))
     return runs
+
+
+def with_registered(runs: Iterable[RunView], entries: Mapping[str, Mapping[str, Any]]) -> list[RunView]:
+    """The runs, each carrying the registry entry of its checkpoint reference (if there is one)."""
+    return [
+        run if (entry := entries.get(run.manifest.checkpoint)) is None else replace(run, registered=entry)
+        for run in runs
+    ]
 
 
 def checkpoint_id(text: str) -> str:
@@ -146,9 +186,14 @@ def checkpoint_id(text: str) -> str:
     return f"{clean}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
-def _better(candidate: RunView, current: RunView | None) -> bool:
+def _better(candidate: RunView, current: RunView | None, pinned: Mapping[str, tuple[str, str, str]]) -> bool:
     if current is None:
         return True
+    wanted = pinned.get(candidate.suite)
+    if wanted is not None and (candidate.comparability_key == wanted) != (
+        current.comparability_key == wanted
+    ):
+        return candidate.comparability_key == wanted  # a run under the pinned settings is the one shown
     if candidate.complete != current.complete:
         return candidate.complete
     if candidate.manifest.n_samples != current.manifest.n_samples:
@@ -156,17 +201,21 @@ def _better(candidate: RunView, current: RunView | None) -> bool:
     return candidate.manifest.created_at > current.manifest.created_at
 
 
-def build_catalog(runs: Sequence[RunView]) -> Catalog:
-    """Group runs by (team, checkpoint); pick one run per suite; fix each column's reference settings."""
+def build_catalog(
+    runs: Sequence[RunView], pinned: Mapping[str, tuple[str, str, str]] | None = None
+) -> Catalog:
+    """Group runs by (team, checkpoint); pick one run per suite; fix each column's reference settings:
+    `pinned` (a class config's, suite -> comparability key) where given, else the most common."""
+    pinned = pinned or {}
     grouped: dict[tuple[str | None, str], dict[str, RunView]] = {}
     lineage: dict[tuple[str | None, str], Mapping[str, Any]] = {}
     for run in runs:
         key = (run.team, run.manifest.checkpoint)
         chosen = grouped.setdefault(key, {})
-        if _better(run, chosen.get(run.suite)):
+        if _better(run, chosen.get(run.suite), pinned):
             chosen[run.suite] = run
-        if run.manifest.lineage:
-            lineage[key] = run.manifest.lineage
+        if run.lineage:
+            lineage[key] = run.lineage
     checkpoints = []
     for (team, reference), by_suite in grouped.items():
         entry = lineage.get((team, reference), {})
@@ -192,7 +241,7 @@ def build_catalog(runs: Sequence[RunView]) -> Catalog:
     column_settings = {
         suite: max(counter.items(), key=lambda kv: (kv[1], _n_of(checkpoints, kv[0])))[0]
         for suite, counter in counts.items()
-    }
+    } | dict(pinned)
     checkpoints.sort(key=lambda c: (c.team or "", c.label))
     return Catalog(checkpoints=tuple(checkpoints), reference_settings=column_settings)
 

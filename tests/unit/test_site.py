@@ -159,7 +159,7 @@ def test_a_run_under_another_limit_is_shown_but_not_ranked(
     row = _row(index, "dpo-lim")
     cell = row["cells"]["safety"]
     assert cell["ranked"] is False
-    assert "--limit 10 (column: 20)" in cell["reason"]
+    assert "limit 10 (column: 20)" in cell["reason"]
     assert cell["value"] == _metrics(runs, "dpo-lim", "safety", limit=10)["metrics"]["safety_score"]["value"]
     # Its average uses the two comparable suites only, so it is not ranked against three-suite averages.
     assert row["average_n"] == 2 and index["ranked_suites"] == 3
@@ -169,7 +169,7 @@ def test_a_run_under_another_limit_is_shown_but_not_ranked(
     assert row["rank"] is None
     assert sorted(r["rank"] for r in index["rows"] if r["label"] != "dpo-lim") == [1, 2, 3]
     page = (site / row["href"]).read_text()
-    assert "not ranked" in page and "--limit 10 (column: 20)" in page
+    assert "not ranked" in page and "limit 10 (column: 20)" in page
 
 
 def test_reference_rows_are_flagged_and_never_ranked(board: tuple[Path, Path], index: dict[str, Any]) -> None:
