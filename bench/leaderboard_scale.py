@@ -4,8 +4,12 @@ What is measured: (1) writing the synthetic runs folders (tests/support/syntheti
 manifest.json / samples.jsonl / metrics.json files `harness eval` writes, 5 suites x 20 samples per
 checkpoint, 50 teams); (2) `leaderboard.site.build_site` over them, with the shipped reference rows:
 wall seconds, peak RSS of this process, site size in bytes, number of files and HTML pages, and the size of
-index.html and data/index.js (what a browser loads first). Each build goes to a fresh folder; with
-`--repeat N` the build is timed N times over the same runs.
+index.html and data/index.js (what a browser loads first). Each full build goes to a fresh folder; with
+`--repeat N` the full build is timed N times over the same runs. Then (3) the incremental rebuilds of the
+last site (leaderboard.site_state): once with nothing changed, and once after one team's bundle was
+replaced (its runs folder swapped for one generated with another seed: other scores, new files), as
+`leaderboard add` does; with the number of checkpoints each rebuild rendered. The load average is
+recorded before and after (the numbers mean little on a busy machine).
 
 Reproduce (from the repository root):
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import sys
@@ -55,6 +60,7 @@ def main() -> int:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="lb-scale-"))
     work.mkdir(parents=True, exist_ok=True)
+    load_before = list(os.getloadavg())
     try:
         start = time.perf_counter()
         runs = write_runs(work / "runs", args.checkpoints, samples_per_run=args.samples_per_run)
@@ -66,8 +72,29 @@ def main() -> int:
             out = work / f"site-{i}"
             start = time.perf_counter()
             summary = build_site(list(runs.roots), out, None)
+            assert summary.full, "a build into a fresh folder is a full build"
             builds.append(time.perf_counter() - start)
         site = work / f"site-{args.repeat - 1}"
+        rebuilds = {}
+        start = time.perf_counter()
+        unchanged = build_site(list(runs.roots), site, None)
+        rebuilds["nothing_changed"] = {
+            "s": round(time.perf_counter() - start, 2),
+            "rendered": unchanged.rendered,
+        }
+        team = runs.roots[len(runs.roots) // 2]
+        other = write_runs(
+            work / "resubmitted", args.checkpoints, samples_per_run=args.samples_per_run, seed=1
+        )
+        replacement = next(root for root in other.roots if root.name == team.name)
+        shutil.rmtree(team)
+        replacement.rename(team)
+        start = time.perf_counter()
+        after = build_site(list(runs.roots), site, None, changed_teams=[team.name])
+        rebuilds["one_team_changed"] = {
+            "s": round(time.perf_counter() - start, 2), "team": team.name, "rendered": after.rendered,
+            "reused": after.reused,
+        }  # fmt: skip
         result = {
             "checkpoints": args.checkpoints,
             "suites": len(SUITES),
@@ -76,6 +103,9 @@ def main() -> int:
             "write_runs_s": round(write_s, 2),
             "runs_folder": runs_stats,
             "build_s": [round(b, 2) for b in builds],
+            "rebuild": rebuilds,
+            "load_before": load_before,
+            "load_after": list(os.getloadavg()),
             "site": folder_stats(site),
             "index_html_bytes": (site / "index.html").stat().st_size,
             "index_js_bytes": (site / "data" / "index.js").stat().st_size,

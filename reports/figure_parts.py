@@ -9,6 +9,7 @@ from typing import Any
 from harness.runs.catalog import Catalog, CheckpointView, RunView
 from harness.stats import json_number
 from harness.types import Metric
+from reports.compare import skip_reason
 
 Figure = dict[str, Any]
 SAFETY_SUITE = "safety"
@@ -92,6 +93,42 @@ def lineage_pairs(catalog: Catalog) -> list[tuple[CheckpointView, CheckpointView
 
     # Oldest stage first (base -> sft before sft -> dpo), then by team and name.
     return sorted(pairs, key=lambda pc: (pc[1].team or "", depth(pc[1]), pc[1].label))
+
+
+def _pair_reason(parent: CheckpointView, child: CheckpointView, catalog: Catalog) -> str:
+    common = [s for s in catalog.suites() if s in parent.runs and s in child.runs]
+    if not common:
+        return (
+            f"no suite run by both ({parent.label}: {', '.join(parent.runs) or 'none'}; "
+            f"{child.label}: {', '.join(child.runs) or 'none'})"
+        )
+    reasons = [
+        f"{suite}: "
+        + (
+            skip_reason(parent.runs[suite], child.runs[suite], catalog, parent.label, child.label)
+            or "no per-sample scores or metric values to compare"
+        )
+        for suite in common
+    ]
+    return "; ".join(reasons)
+
+
+def no_stage_deltas_note(catalog: Catalog, shown: int = 3) -> str:
+    """Why the stage-deltas figure is empty: no lineage, or the pairs found and why none qualified."""
+    pairs = lineage_pairs(catalog)
+    if not pairs:
+        return (
+            "needs registered lineage (harness checkpoints add NAME REF --parent PARENT) and runs of "
+            "the same suite for a checkpoint and its parent under the column's reference settings"
+        )
+    lines = [
+        f"{len(pairs)} lineage pair(s), none with comparable runs of a common suite "
+        "(complete, under the column's reference settings):"
+    ]
+    lines += [f"{a.label} → {b.label}: {_pair_reason(a, b, catalog)}" for a, b in pairs[:shown]]
+    if len(pairs) > shown:
+        lines.append(f"and {len(pairs) - shown} more pair(s)")
+    return "<br>".join(escape(line) for line in lines)
 
 
 def stage_of(checkpoint: CheckpointView) -> str:

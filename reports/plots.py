@@ -40,11 +40,12 @@ from reports.figure_parts import (
     judge_of,
     lineage_pairs,
     metric_of,
+    no_stage_deltas_note,
     pct,
     stage_of,
     stages_in_order,
 )
-from reports.paired_cache import BootstrapIntervals, SharedSamples
+from reports.paired_cache import UNPAIRED, BootstrapIntervals, SharedSamples
 
 MAX_ARROWS = 300  # more arrow annotations than this make plotly's SVG layer sluggish
 MAX_LABELLED = 30  # safety_vs_helpfulness: up to this many points carry their name on the plot
@@ -53,6 +54,9 @@ FIGURE_RESAMPLES = 2000  # bootstrap resamples per stage delta (a site can hold 
 HARMFUL_REFUSAL = ("harmbench_refusal_rate", "xstest_unsafe_refusal_rate")
 OVER_REFUSAL = "xstest_safe_over_refusal_rate"
 FIGURE_KEYS = ("safety_vs_helpfulness", "refusal_tradeoff", "stage_deltas", "alice_categories")
+# Scores are shares in [0, 1] (shown as %): fixed axes with a little room for markers and error bars,
+# where plotly's autorange would span -100%..100% around a single point at 0.
+SHARE_RANGE = (-0.05, 1.05)
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -111,6 +115,7 @@ def safety_vs_helpfulness(catalog: Catalog) -> Figure:
                 **({"text": [escape(p.checkpoint.label) for p in members]} if labelled else {}),
                 "textposition": "top center",
                 "textfont": {"size": 10},
+                "cliponaxis": False,  # a name above a point at 100% stays readable
                 "customdata": [p.checkpoint.id for p in members],
                 "hovertemplate": "%{hovertext}<extra></extra>",
                 "marker": {
@@ -123,9 +128,11 @@ def safety_vs_helpfulness(catalog: Catalog) -> Figure:
     links = [(at[a.id], at[b.id]) for a, b in lineage_pairs(catalog) if a.id in at and b.id in at]
     layout = base_layout(
         title,
-        xaxis={"title": {"text": "helpfulness: mean of IFEval, GSM8K, MBPP primary"}, "tickformat": ".0%"},
-        yaxis={"title": {"text": f"safety score (judge: {judge_of(catalog)})"}, "tickformat": ".0%"},
-    )
+        xaxis={"title": {"text": "helpfulness: mean of IFEval, GSM8K, MBPP primary"}, "tickformat": ".0%",
+               "range": list(SHARE_RANGE)},
+        yaxis={"title": {"text": f"safety score (judge: {judge_of(catalog)})"}, "tickformat": ".0%",
+               "range": list(SHARE_RANGE)},
+    )  # fmt: skip
     if len(links) <= MAX_ARROWS:
         layout["annotations"] = [
             arrow(
@@ -193,9 +200,9 @@ def refusal_tradeoff(catalog: Catalog) -> Figure:
     layout = base_layout(
         title + f" (judge: {judge_of(catalog)})",
         xaxis={"title": {"text": "over-refusal of safe prompts (XSTest safe; lower is better)"},
-               "tickformat": ".0%"},
+               "tickformat": ".0%", "range": list(SHARE_RANGE)},
         yaxis={"title": {"text": f"refusal of harmful prompts ({y_name}; higher is safer)"},
-               "tickformat": ".0%"},
+               "tickformat": ".0%", "range": list(SHARE_RANGE)},
     )  # fmt: skip
     return finish_figure({"data": data, "layout": layout})
 
@@ -243,13 +250,20 @@ def stage_deltas_data(catalog: Catalog, resamples: int = FIGURE_RESAMPLES) -> li
     intervals = BootstrapIntervals(resamples)
     out = []
     for parent, child, suite, run_a, run_b in todo:
-        pairs = paired_scores(samples.view(run_a), samples.view(run_b))
-        if isinstance(pairs, str):
+        # A pair kept by an active store (reports.paired_cache) needs neither run's samples.
+        d = intervals.kept(run_a, run_b)
+        if d is None:
+            pairs = paired_scores(samples.view(run_a), samples.view(run_b))
+            d = UNPAIRED if isinstance(pairs, str) else intervals.paired(pairs.a, pairs.b, pairs.strata)
+            intervals.keep(run_a, run_b, d)
+        else:
+            samples.release(run_a)
+            samples.release(run_b)
+        if isinstance(d, str):
             found = _unpaired(parent, child, run_a, run_b)
             if found is not None:
                 out.append(found)
             continue
-        d = intervals.paired(pairs.a, pairs.b, pairs.strata)
         out.append(StageDelta(parent, child, suite, run_a.primary, d.delta, d.ci_low, d.ci_high, True, d.n))
     return out
 
@@ -260,11 +274,7 @@ def stage_deltas(catalog: Catalog) -> Figure:
     title = "Stage-to-stage deltas (child − parent, primary metric, 95% CI)"
     deltas = stage_deltas_data(catalog)
     if not deltas:
-        return empty_figure(
-            title,
-            "needs registered lineage (harness checkpoints add NAME REF --parent PARENT) and runs of "
-            "the same suite for a checkpoint and its parent under the column's reference settings",
-        )
+        return empty_figure(title, no_stage_deltas_note(catalog))
     names = display_names(catalog)
 
     def pair_name(d: StageDelta) -> str:

@@ -6,6 +6,12 @@
  *     table#leaderboard        ranked rows; thead th[data-key] (click sorts; again reverses; aria-sort set)
  *                              keys: rank, label, team, stage, base_model, parent, suite:<name>, average
  *     tr.row[data-id]          one per checkpoint on the current page; title = lineage "a -> b -> c"
+ *                              sorted by rank (the default): ranked rows first (tr.row.ranked), then
+ *                              tr.group-head#not-ranked-head
+ *                              ("Not ranked") and the rows not ranked (tr.row.not-ranked, their reasons
+ *                              in td.label ul.reasons li); span.badge.replay on rows answered by a
+ *                              replay: checkpoint, span.badge.spot-check "spot-checked k/K"
+ *     #class-config            the class config's columns and settings (hidden without one); #tie-rule
  *     td.cell                  a suite cell; td.cell.unranked = other settings / incomplete (title says why)
  *     table#references         reference rows (tr.reference, span.badge.ref), never in #leaderboard
  *     #filter-team #filter-stage #filter-base (select), #filter-text (input), #row-count
@@ -14,10 +20,16 @@
  *   run sample browser (runs/<id>/<suite>.html, hash #sample=<id> opens that sample's page)
  *     #filter-correct (""|correct|incorrect), #filter-category, #filter-sample-text, #sample-count
  *     #samples > article.sample[data-id] (.correct | .incorrect) with .prompt .response .target
- *     .extracted .verdict; #pager / #pager-bottom as above (25 per page)
- *   compare.html (#a=<id>&b=<id>)
+ *     .extracted .verdict .score (numbers to 3 decimals at most); span.badge.truncated on a response
+ *     that stopped at the token limit, span.badge.clipped on one shown in part; #pager / #pager-bottom
+ *     as above (25 per page)
+ *   checkpoint pages: #rank, #average, ul#unranked-reasons (from data/ranks.js)
+ *   compare.html (#a=<id>&b=<id>; #b=<id> alone compares with its parent; no hash: the first row
+ *                with a parent on the board, against that parent)
  *     select#compare-a, select#compare-b, table#compare-table tbody tr[data-suite] td.delta td.ci,
- *     #flips li.flip a (links into run pages), #compare-status
+ *     td.ci[data-lo][data-hi][data-method] (pairedInterval; span.method-note with a title when the
+ *     interval is a small-n one, not the bootstrap), #flips li.flip a (links into run pages), #compare-status
+ *   window.LB_pairedBootstrap(diffs, strata, resamples), window.LB_pairedInterval(a, b, strata)
  *   plots.html: div.plot#plot-<name>, #no-plots when none
  * Every model/dataset text is inserted with textContent, never innerHTML.
  */
@@ -34,6 +46,13 @@
   }
   function pct(v) { return v === null || v === undefined ? "—" : (100 * v).toFixed(1); }
   function ci(c) { return c && c.lo !== null && c.lo !== undefined ? "[" + pct(c.lo) + ", " + pct(c.hi) + "]" : ""; }
+  /* A number as people read it: at most 3 decimals, no trailing zeros (0.3333333333333333 -> 0.333). */
+  function num(v) {
+    if (v === null || v === undefined || v === "") return "—";
+    if (typeof v !== "number") return String(v);
+    return Number.isInteger(v) ? String(v) : String(Number(v.toFixed(3)));
+  }
+  function isRanked(row) { return row.rank !== null && row.rank !== undefined; }
   function lineageText(row) { return row.lineage.map(function (s) { return s.label; }).join(" -> "); }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
 
@@ -106,12 +125,20 @@
       return state.dir * String(x).localeCompare(String(y));
     }
 
+    function unrankedReasons(r) {
+      var reasons = Array.isArray(r.unranked_reasons) ? r.unranked_reasons : [];
+      if (reasons.length) return reasons;
+      return [r.average === null || r.average === undefined ? "nothing ranked" :
+        "average over " + r.average_n + " of " + data.ranked_suites + " suites"];
+    }
     function render() {
       var rows = data.rows.filter(function (r) {
         return (!state.team || r.team === state.team) && (!state.stage || r.stage === state.stage) &&
           (!state.base || r.base_model === state.base) &&
           (!state.text || (r.label + " " + r.reference).toLowerCase().indexOf(state.text) >= 0);
-      }).sort(compare);
+      }).sort(function (a, b) {  // by rank: ranked rows first, the rest apart; any other column: all together
+        return (state.key === "rank" ? (isRanked(a) ? 0 : 1) - (isRanked(b) ? 0 : 1) : 0) || compare(a, b);
+      });
       var pages = Math.max(1, Math.ceil(rows.length / PAGE_SIZE));
       state.page = Math.min(state.page, pages - 1);
       Array.prototype.forEach.call(thead.querySelectorAll("th"), function (th) {
@@ -121,13 +148,31 @@
       });
       var tbody = table.tBodies[0];
       clear(tbody);
+      var headed = false;
       rows.slice(state.page * PAGE_SIZE, (state.page + 1) * PAGE_SIZE).forEach(function (r) {
-        var tr = el("tr", { "class": "row", "data-id": r.id, title: "lineage: " + lineageText(r) });
-        tr.appendChild(el("td", { "class": "num rank", title: r.rank === null ? (r.average === null ? "nothing ranked" :
-          "average over " + r.average_n + " of " + data.ranked_suites + " suites: not ranked") : "rank by average" },
-          r.rank === null ? "—" : r.rank));
+        var ranked = isRanked(r);
+        if (!ranked && !headed && state.key === "rank") {
+          var head = el("tr", { "class": "group-head", id: "not-ranked-head" });
+          head.appendChild(el("th", { colspan: columns.length }, "Not ranked"));
+          tbody.appendChild(head);
+          headed = true;
+        }
+        var tr = el("tr", { "class": "row " + (ranked ? "ranked" : "not-ranked"), "data-id": r.id, title: "lineage: " + lineageText(r) });
+        tr.appendChild(el("td", { "class": "num rank", title: ranked ? "rank by average" : "not ranked: " + unrankedReasons(r).join("; ") },
+          ranked ? r.rank : "—"));
         var name = el("td", { "class": "label" });
         name.appendChild(el("a", { href: r.href }, r.label));
+        if (r.replay) name.appendChild(el("span", { "class": "badge replay", title: "responses replayed from a file (a replay: checkpoint), not generated by a model" }, "replay"));
+        if (r.spot_check && typeof r.spot_check.checked === "number") {
+          name.appendChild(el("span", { "class": "badge spot-check", title: "staff regenerated " + r.spot_check.checked +
+            " samples with the claimed checkpoint" + (r.spot_check.date ? " on " + r.spot_check.date : "") + "; " +
+            r.spot_check.agreed + " agreed" }, "spot-checked " + r.spot_check.agreed + "/" + r.spot_check.checked));
+        }
+        if (!ranked) {
+          var list = el("ul", { "class": "reasons" });
+          unrankedReasons(r).forEach(function (why) { list.appendChild(el("li", null, why)); });
+          name.appendChild(list);
+        }
         tr.appendChild(name);
         tr.appendChild(el("td", null, r.team || "—"));
         tr.appendChild(el("td", null, r.stage || "—"));
@@ -179,6 +224,22 @@
         refTable.tBodies[0].appendChild(tr);
       });
     }
+    function renderRules() {
+      var config = data.class_config, line = document.getElementById("class-config");
+      if (config && line) {
+        var parts = ["Class config" + (config.name ? " " + config.name : "") + ": suites " + (config.suites || []).join(", ")];
+        parts.push(config.limit === null || config.limit === undefined ? "no --limit" : "--limit " + config.limit);
+        if (config.generation && Object.keys(config.generation).length) {
+          parts.push("generation " + Object.keys(config.generation).map(function (k) { return k + "=" + config.generation[k]; }).join(", "));
+        }
+        if (config.judge) parts.push("safety judge " + config.judge);
+        line.textContent = parts.join("; ") + ". A row is ranked when it completed every pinned suite under these settings.";
+        line.hidden = false;
+      }
+      var tie = document.getElementById("tie-rule");
+      if (tie) tie.textContent = "Ties: " + (data.tie_rule || "equal averages share the better rank (1, 1, 3)") + ".";
+    }
+    renderRules();
     renderReferences();
     render();
     var div = document.getElementById("plot-index");
@@ -217,12 +278,18 @@
       var head = el("header");
       head.appendChild(el("span", { "class": "sample-id" }, s.id));
       head.appendChild(el("span", { "class": "verdict " + (s.correct ? "ok" : "bad") }, s.verdict));
-      head.appendChild(el("span", { "class": "score" }, run.score_key + " = " + (s.s === null ? "—" : s.s)));
+      head.appendChild(el("span", { "class": "score" }, run.score_key + " = " + num(s.s)));
+      var cut = s.cut || [], clipped = s.clipped || [];
+      if (cut.some(Boolean)) head.appendChild(el("span", { "class": "badge truncated", title: "generation stopped at the max_tokens limit" }, "truncated"));
       if (s.cats.length) head.appendChild(el("span", { "class": "cats" }, s.cats.join(", ")));
       art.appendChild(head);
       art.appendChild(block("prompt", "prompt", s.prompt));
       s.responses.forEach(function (r, i) {
-        art.appendChild(block("response", s.responses.length > 1 ? "response " + (i + 1) : "response", r));
+        var wrap = block("response", s.responses.length > 1 ? "response " + (i + 1) : "response", r);
+        var label = wrap.firstChild;
+        if (cut[i]) label.appendChild(el("span", { "class": "badge truncated", title: "finish reason: length (hit max_tokens)" }, "truncated: token limit"));
+        if (clipped[i]) label.appendChild(el("span", { "class": "badge clipped", title: "only the start of this response is shown" }, "clipped for display"));
+        art.appendChild(wrap);
       });
       art.appendChild(block("target", "target", s.target));
       var ex = el("dl", { "class": "extracted" });
@@ -232,7 +299,7 @@
       });
       Object.keys(s.scores).forEach(function (k) {
         ex.appendChild(el("dt", null, "score " + k));
-        ex.appendChild(el("dd", null, s.scores[k]));
+        ex.appendChild(el("dd", null, num(s.scores[k])));
       });
       art.appendChild(ex);
       return art;
@@ -313,6 +380,132 @@
   }
   window.LB_pairedBootstrap = pairedBootstrap;  // exposed for browser tests
 
+  /* The paired delta's interval as the reports and the gate choose it (harness.gating.paired.paired_delta
+   * and harness.gating.paired_intervals, ported line by line at 95%): the bootstrap above only where every
+   * stratum has MIN_BOOTSTRAP_N pairs with MIN_STRATUM_OUTCOMES off the most common difference (else it
+   * can collapse to [0, 0], certainty from 5 pairs); otherwise Tango's score interval for 0/1 scores,
+   * Student-t or a bounded Tango for graded ones, a stratified Tango at the effective size for strata. */
+  var Z95 = 1.9599639845400536, MIN_BOOTSTRAP_N = 30, MIN_STRATUM_OUTCOMES = 5, BISECTIONS = 100;
+  var T975 = [  // t_{df, 0.975}, df = 1 .. 29 (harness.stats.T975)
+    12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157, 2.228139,
+    2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905, 2.109816, 2.100922, 2.093024, 2.085963,
+    2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529, 2.051831, 2.048407, 2.045230];
+  function offMode(diffs) {  // how many differences differ from the most common one
+    var counts = {}, most = 0;
+    diffs.forEach(function (d) { var k = String(d); counts[k] = (counts[k] || 0) + 1; if (counts[k] > most) most = counts[k]; });
+    return diffs.length - most;
+  }
+  function bootstrapSuits(diffs) { return diffs.length >= MIN_BOOTSTRAP_N && offMode(diffs) >= MIN_STRATUM_OUTCOMES; }
+  function tangoScore(improved, regressed, n, d0) {
+    var a = 2 * n, b = -improved - regressed + (2 * n - improved + regressed) * d0, c = -regressed * d0 * (1 - d0);
+    var pRegressed = (Math.sqrt(Math.max(0, b * b - 4 * a * c)) - b) / (2 * a);
+    var variance = n * (2 * pRegressed + d0 * (1 - d0)), excess = improved - regressed - n * d0;
+    if (variance <= 0) return excess === 0 ? 0 : (excess > 0 ? Infinity : -Infinity);
+    return excess / Math.sqrt(variance);
+  }
+  function tangoInterval(improved, regressed, n) {  // bisection: the score decreases in d0
+    var estimate = (improved - regressed) / n, low = -1, high = estimate, mid, i;
+    for (i = 0; i < BISECTIONS; i++) {
+      mid = (low + high) / 2;
+      if (tangoScore(improved, regressed, n, mid) > Z95) low = mid; else high = mid;
+    }
+    var lower = (low + high) / 2;
+    low = estimate; high = 1;
+    for (i = 0; i < BISECTIONS; i++) {
+      mid = (low + high) / 2;
+      if (tangoScore(improved, regressed, n, mid) < -Z95) high = mid; else low = mid;
+    }
+    return [lower, (low + high) / 2];
+  }
+  function sum(values) { var s = 0; values.forEach(function (v) { s += v; }); return s; }
+  function stderrOfMean(values) {
+    var n = values.length;
+    if (n < 2) return NaN;
+    var mean = sum(values) / n;
+    return Math.sqrt(sum(values.map(function (v) { return (v - mean) * (v - mean); })) / (n - 1) / n);
+  }
+  function tCoverage(t, df) {  // P[|T| <= t], Abramowitz & Stegun 26.7.3-4
+    var theta = Math.atan(t / Math.sqrt(df)), cos2 = Math.pow(Math.cos(theta), 2), term, total, k;
+    if (df % 2) {
+      if (df === 1) return 2 * theta / Math.PI;
+      term = total = Math.cos(theta);
+      for (k = 1; k < (df - 1) / 2; k++) { term *= 2 * k / (2 * k + 1) * cos2; total += term; }
+      return 2 / Math.PI * (theta + Math.sin(theta) * total);
+    }
+    term = total = 1;
+    for (k = 1; k < df / 2; k++) { term *= (2 * k - 1) / (2 * k) * cos2; total += term; }
+    return Math.sin(theta) * total;
+  }
+  function tQuantile(df) {
+    var high = 1, low = 0, mid;
+    while (tCoverage(high, df) < 0.95) high *= 2;
+    for (var i = 0; i < BISECTIONS; i++) {
+      mid = (low + high) / 2;
+      if (tCoverage(mid, df) < 0.95) low = mid; else high = mid;
+    }
+    return (low + high) / 2;
+  }
+  function tInterval(diffs) {
+    var n = diffs.length, stderr = stderrOfMean(diffs);
+    if (n < 2 || !(stderr > 0)) return [NaN, NaN];
+    var mean = sum(diffs) / n, half = (n < MIN_BOOTSTRAP_N ? T975[n - 2] : tQuantile(n - 1)) * stderr;
+    return [mean - half, mean + half];
+  }
+  function masses(diffs) {  // the improvement and regression masses
+    return [sum(diffs.filter(function (d) { return d > 0; })), 0 - sum(diffs.filter(function (d) { return d < 0; }))];
+  }
+  function smallNInterval(diffs, binary, bounded) {
+    if (binary || (bounded && offMode(diffs) < MIN_STRATUM_OUTCOMES)) {
+      var m = masses(diffs);
+      return tangoInterval(m[0], m[1], diffs.length).concat([binary ? "tango" : "tango-bounded"]);
+    }
+    var t = tInterval(diffs);
+    return bounded ? [Math.max(-1, t[0]), Math.min(1, t[1]), "t"] : [t[0], t[1], "t"];
+  }
+  function stratifiedInterval(groups, binary, bounded) {  // Tango at the effective size n* (Yan & Su)
+    if (!(binary || bounded)) return [NaN, NaN, "stratified-none"];
+    var weight = 1 / groups.length, inverse = 0, improved = 0, regressed = 0;
+    groups.forEach(function (g) { inverse += weight * weight / g.length; });
+    var effectiveN = 1 / inverse;
+    groups.forEach(function (g) { improved += weight * masses(g)[0] / g.length; });
+    groups.forEach(function (g) { regressed += weight * masses(g)[1] / g.length; });
+    return tangoInterval(improved * effectiveN, regressed * effectiveN, effectiveN)
+      .concat([binary ? "stratified-tango" : "stratified-tango-bounded"]);
+  }
+  /* pairedInterval(a, b, strata): a and b the two runs' per-sample scores in pair order (0/1 scores are
+   * told apart from graded ones by them), strata one label per pair or null. Returns {delta (b - a, as
+   * pairedBootstrap), lo, hi (null where no interval exists), method ("bootstrap", "tango", "t", ...)}. */
+  function pairedInterval(a, b, strata) {
+    var diffs = a.map(function (x, i) { return b[i] - x; }), groups = {}, keys = [];
+    diffs.forEach(function (d, i) {
+      var g = strata ? strata[i] : "";
+      if (!(g in groups)) { groups[g] = []; keys.push(g); }
+      groups[g].push(d);
+    });
+    if (keys.every(function (g) { return bootstrapSuits(groups[g]); })) {
+      var boot = pairedBootstrap(diffs, strata);
+      return { delta: boot.delta, lo: boot.lo, hi: boot.hi, method: "bootstrap" };
+    }
+    function all(test) { return a.every(test) && b.every(test); }
+    var binary = all(function (v) { return v === 0 || v === 1; }), bounded = all(function (v) { return v >= 0 && v <= 1; });
+    var r = strata ? stratifiedInterval(keys.map(function (g) { return groups[g]; }), binary, bounded)
+      : smallNInterval(diffs, binary, bounded);
+    return { delta: pairedBootstrap(diffs, strata, 0).delta, lo: isNaN(r[0]) ? null : r[0], hi: isNaN(r[1]) ? null : r[1], method: r[2] };
+  }
+  window.LB_pairedInterval = pairedInterval;  // exposed for browser tests
+  var METHOD_NOTES = {
+    "tango": "Tango's score interval for paired 0/1 scores",
+    "tango-bounded": "Tango's score interval with graded changes counted as partial flips",
+    "t": "Student-t interval of the mean paired difference",
+    "stratified-tango": "Tango's score interval at the strata's effective size",
+    "stratified-tango-bounded": "Tango's score interval at the strata's effective size, graded changes as partial flips",
+    "stratified-none": "no interval: scores without a known range"
+  };
+  function methodNote(method) {
+    return "small-n interval: too few pairs (or too few that changed) for the paired bootstrap to be trusted, so " +
+      (METHOD_NOTES[method] || method) + " (the one the reports and the gate print)";
+  }
+
   function loadScores(id, done) {
     window.LB_SCORES = window.LB_SCORES || {};
     if (window.LB_SCORES[id]) { done(); return; }
@@ -336,6 +529,12 @@
       var m = {}; location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
         var p = kv.split("="); if (p[0]) m[p[0]] = decodeURIComponent(p[1] || "");
       });
+      if (!m.a && !m.b) {  // no hash: the first row with a parent on the board, against its parent
+        var child0 = data.rows.filter(function (x) { return x.parent_id && byId[x.parent_id]; })[0];
+        if (child0) { m.a = child0.parent_id; m.b = child0.id; }
+      } else if (!m.a && m.b && byId[m.b] && byId[m.b].parent_id && byId[byId[m.b].parent_id]) {
+        m.a = byId[m.b].parent_id;  // B alone: against its parent
+      }
       if (m.a && byId[m.a]) a.value = m.a;
       if (m.b && byId[m.b]) b.value = m.b;
       else if (data.rows.length > 1 && !m.b) {
@@ -376,12 +575,17 @@
         tr.appendChild(el("td", null, x.key));
         tr.appendChild(el("td", { "class": "num" }, n));
         if (!n) { tr.appendChild(el("td", { colspan: 7, "class": "missing" }, "no samples in common")); tbody.appendChild(tr); return; }
-        var res = pairedBootstrap(diffs, strata), delta = res.delta, bounds = [res.lo, res.hi];
+        var res = pairedInterval(va, vb, strata), delta = res.delta, bounds = [res.lo, res.hi];
         var ma = pairedBootstrap(va, strata, 0).delta, mb = pairedBootstrap(vb, strata, 0).delta;
         tr.appendChild(el("td", { "class": "num" }, pct(ma)));
         tr.appendChild(el("td", { "class": "num" }, pct(mb)));
         tr.appendChild(el("td", { "class": "num delta", "data-value": delta }, (delta >= 0 ? "+" : "") + pct(delta)));
-        tr.appendChild(el("td", { "class": "num ci", "data-lo": bounds[0], "data-hi": bounds[1] }, "[" + pct(bounds[0]) + ", " + pct(bounds[1]) + "]"));
+        var ciCell = el("td", { "class": "num ci", "data-lo": bounds[0], "data-hi": bounds[1], "data-method": res.method },
+          bounds[0] === null ? "—" : "[" + pct(bounds[0]) + ", " + pct(bounds[1]) + "]");
+        if (res.method !== "bootstrap") {  // say when the interval is not the bootstrap the page's help describes
+          ciCell.appendChild(el("span", { "class": "method-note", title: methodNote(res.method) }, res.method));
+        }
+        tr.appendChild(ciCell);
         tr.appendChild(el("td", { "class": "num" }, aOnly.length));
         tr.appendChild(el("td", { "class": "num" }, bOnly.length));
         var notes = [];
@@ -418,8 +622,26 @@
     update();
   }
 
+  /* ---------------- checkpoint ---------------- */
+  function checkpointPage() {
+    var cell = document.getElementById("rank");
+    if (!cell) return;
+    var r = (window.LB_RANKS || {})[cell.getAttribute("data-id")];
+    if (!r) { cell.textContent = "unknown (data/ranks.js missing)"; return; }
+    var ranked = isRanked(r);
+    cell.textContent = ranked ? String(r.rank) : "not ranked";
+    document.getElementById("average").textContent = r.average === null || r.average === undefined ? "—" :
+      pct(r.average) + "% over " + r.average_n + " ranked suite(s)";
+    var reasons = Array.isArray(r.unranked_reasons) ? r.unranked_reasons : [], list = document.getElementById("unranked-reasons");
+    if (!ranked && reasons.length && list) {
+      reasons.forEach(function (why) { list.appendChild(el("li", null, why)); });
+      list.hidden = false;
+    }
+  }
+
   var page = document.body.getAttribute("data-page");
-  if (page === "index") indexPage();
+  if (page === "checkpoint") checkpointPage();
+  else if (page === "index") indexPage();
   else if (page === "plots") plotsPage();
   else if (page === "run") runPage();
   else if (page === "compare") comparePage();

@@ -1,8 +1,10 @@
 """Leaderboard writes that survive concurrency and SIGKILL, and never touch what the harness did not make.
 
-- `leaderboard build` builds next to the site and swaps it in: a build killed midway leaves the previous
-  site complete (the next build clears the killed build's folder); a non-empty folder the harness did not
-  make is refused; files a user added to a harness site are kept.
+- `leaderboard build` never leaves a half site: a full build is made next to the site and swapped in; a
+  rebuild rewrites changed pages in place, each under a temporary name renamed over the old one, the index
+  data after them. A build killed midway leaves a complete site whose every page is old or new, with the
+  previous index data, and the next build repairs it; a non-empty folder the harness did not make is
+  refused; files a user added to a harness site are kept.
 - Concurrent `leaderboard add --site` take turns on a lock: all succeed, the site lists every team.
 - Accepted team folders have normal permissions (the umask), not 0700.
 - A run whose samples.jsonl repeats a sample id is refused by `leaderboard build` and by the catalog.
@@ -46,7 +48,7 @@ def honest(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Honest:
     return make_honest(tmp_path_factory.mktemp("honest"), data_dir)
 
 
-def test_a_killed_build_leaves_the_previous_site_complete(tmp_path: Path) -> None:
+def test_a_killed_build_leaves_a_complete_site_and_the_next_build_repairs_it(tmp_path: Path) -> None:
     small = write_runs(tmp_path / "small", 3)
     big = write_runs(tmp_path / "big", 40)
     site = tmp_path / "site"
@@ -60,7 +62,7 @@ def test_a_killed_build_leaves_the_previous_site_complete(tmp_path: Path) -> Non
     deadline = time.monotonic() + 240
     written = 0
     while time.monotonic() < deadline and process.poll() is None:
-        # Pages of the new build: in its work folder, or (a build that writes in place) in the site itself.
+        # Pages of the new build: in its work folder (a full build), or in the site itself (a rebuild).
         written = sum(1 for w in _work_folders(site) for _ in w.glob("runs/*/*.html"))
         written += sum(1 for _ in site.glob("runs/*/*.html")) - sum(
             1 for k in before if k.startswith("runs/") and k.endswith(".html")
@@ -74,14 +76,17 @@ def test_a_killed_build_leaves_the_previous_site_complete(tmp_path: Path) -> Non
         )
     os.kill(process.pid, signal.SIGKILL)
     process.communicate()
-    assert (site / "index.html").is_file()
-    assert _listing(site) == before  # the previous site, every page of it, and nothing of the new one
-    assert (site / "data" / "index.js").read_bytes() == index_before
-    leftovers = _work_folders(site)
-    assert leftovers  # the killed build's folder (a hidden sibling), cleared by the next build
+    killed = _listing(site)
+    assert set(before) <= set(killed)  # every page of the previous site is still there ...
+    assert (site / "data" / "index.js").read_bytes() == index_before  # ... and the index it links from
+    for name in killed:  # every page whole (old or new; a page being written is a temporary file)
+        if name.endswith(".html"):
+            assert (site / name).read_text().rstrip().endswith("</html>"), name
 
     summary = build_site(list(small.roots), site, Path("none"))
     assert summary.checkpoints == 3 and _work_folders(site) == []
+    pages = {k: v for k, v in _listing(site).items() if not k.startswith(".site-build/")}
+    assert pages == {k: v for k, v in before.items() if not k.startswith(".site-build/")}  # repaired
 
 
 def test_build_never_deletes_what_the_harness_did_not_make(tmp_path: Path) -> None:
@@ -121,10 +126,14 @@ def test_build_never_deletes_what_the_harness_did_not_make(tmp_path: Path) -> No
 
 
 def test_concurrent_adds_take_turns_and_the_site_lists_every_team(honest: Honest, tmp_path: Path) -> None:
-    bundles = [write_bundle([honest.root], team, tmp_path / f"{team}.zip") for team in TEAMS]
+    bundles = [
+        write_bundle([honest.root], team, tmp_path / f"{team}.zip", allow_replay=True) for team in TEAMS
+    ]
     site_data, site = tmp_path / "site-data", tmp_path / "site"
     processes = [
-        harness_popen("leaderboard", "add", str(b), "--site-data", str(site_data), "--site", str(site))
+        harness_popen(
+            "leaderboard", "add", str(b), "--site-data", str(site_data), "--site", str(site), "--allow-replay"
+        )
         for b in bundles
     ]
     results = [(p.wait(300), *p.communicate()) for p in processes]
@@ -141,7 +150,8 @@ def test_concurrent_adds_take_turns_and_the_site_lists_every_team(honest: Honest
 def test_an_accepted_team_folder_has_normal_permissions(honest: Honest, tmp_path: Path) -> None:
     site_data = tmp_path / "site-data"
     proc = subprocess.run(
-        [sys.executable, "-m", "harness", "leaderboard", "add", str(honest.bundle), "--site-data", str(site_data)],
+        [sys.executable, "-m", "harness", "leaderboard", "add", str(honest.bundle), "--site-data", str(site_data),
+         "--allow-replay"],
         capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=300,
         preexec_fn=lambda: os.umask(0o022),
     )  # fmt: skip

@@ -66,6 +66,28 @@ def test_every_figure_is_strict_json_and_valid_plotly(figures: dict[str, dict[st
         go.Figure(figure)  # raises on any property plotly does not know
 
 
+def test_share_axes_span_0_to_100_percent(figures: dict[str, dict[str, Any]], catalog: Catalog) -> None:
+    """Scores are shares in [0, 1]: plotly's autorange around a lone point at 0 spans -100%..100%."""
+    for key in ("safety_vs_helpfulness", "refusal_tradeoff"):
+        layout = figures[key]["layout"]
+        assert layout["xaxis"]["range"] == layout["yaxis"]["range"] == [-0.05, 1.05], key
+    assert figures["alice_categories"]["layout"]["yaxis"]["range"] == [0, 1]
+    lone = Catalog((_cp(catalog, "base-1"),), catalog.reference_settings)
+    assert site_figures(lone)["safety_vs_helpfulness"]["layout"]["yaxis"]["range"] == [-0.05, 1.05]
+
+
+def test_the_site_plots_page_keeps_the_figure_order(class_runs: ClassRuns, tmp_path: Path) -> None:
+    """Suites in their usual order (helpfulness and safety first, Alice last), never alphabetical."""
+    import re
+
+    pytest.importorskip("jinja2", reason="the site extra is not installed")
+    from leaderboard.site import build_site
+
+    build_site([class_runs.root], tmp_path / "site", None)
+    page = (tmp_path / "site" / "plots.html").read_text()
+    assert re.findall(r'data-figure="([a-z_]+)"', page) == list(FIGURE_KEYS)
+
+
 def test_safety_vs_helpfulness_points_and_lineage_arrows(
     figures: dict[str, dict[str, Any]], catalog: Catalog
 ) -> None:
