@@ -169,7 +169,7 @@ def expected_columns(config: ClassConfig, source: Path | None = None) -> dict[st
         if "judge" in pinned:
             pinned["judge"] = config.judge
         settings = Generation(**overrides).apply(suite.default_settings())
-        pinned = json.loads(json.dumps(pinned))
+        pinned = as_stored(pinned)
         out[suite.name] = ColumnSettings(
             suite=suite.name,
             version=suite.version,
@@ -181,6 +181,11 @@ def expected_columns(config: ClassConfig, source: Path | None = None) -> dict[st
     return out
 
 
+def as_stored(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as a manifest holds them once written (JSON: tuples are lists), so they compare equal."""
+    return dict(json.loads(json.dumps(dict(settings))))
+
+
 def column_of(run: RunView) -> ColumnSettings:
     """A column whose settings are those of a reference run (a board without a class config)."""
     m = run.manifest
@@ -189,7 +194,7 @@ def column_of(run: RunView) -> ColumnSettings:
         version=m.suite_version,
         generation=m.generation,
         limit=m.limit,
-        suite_settings=json.loads(json.dumps(dict(m.suite_settings))),
+        suite_settings=as_stored(m.suite_settings),
         settings_hash=m.settings_hash,
     )
 
@@ -211,7 +216,7 @@ def differences(run: RunView, column: ColumnSettings, whose: str = "class") -> l
     for key in sorted(set(mine) | set(theirs)):
         if mine.get(key) != theirs.get(key):
             out.append(f"{key} {_show(mine.get(key))} ({whose}: {_show(theirs.get(key))})")
-    settings = json.loads(json.dumps(dict(m.suite_settings)))
+    settings = as_stored(m.suite_settings)
     for key in sorted(set(settings) | set(column.suite_settings)):
         if settings.get(key) != column.suite_settings.get(key):
             what = "safety judge" if key == "judge" else f"suite setting {key}"

@@ -205,7 +205,7 @@ def build_index(
             }
         )
     ranked_suites, why_none = _ranked_suites(rows, suites, config)
-    _rank(rows, ranked_suites, catalog, config)
+    _rank(rows, ranked_suites, catalog, config, refs)
     columns = []
     for suite in suites:
         ref = refs.get(suite)
@@ -268,11 +268,14 @@ def _ranked_suites(
 
 
 def _rank(
-    rows: list[dict[str, Any]], ranked: Sequence[str], catalog: Catalog, config: ClassConfig | None
+    rows: list[dict[str, Any]],
+    ranked: Sequence[str],
+    catalog: Catalog,
+    config: ClassConfig | None,
+    refs: Mapping[str, RunView],
 ) -> None:
     """Fill rank, qualified, unranked_reasons and (for ranked rows) the average over the ranked suites."""
     columns = expected_columns(config) if config is not None else None
-    refs = reference_runs(catalog)
     scores: list[tuple[str, float, str]] = []
     for row in rows:
         checkpoint: CheckpointView = row.pop("_checkpoint")

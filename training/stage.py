@@ -179,7 +179,7 @@ def run_stage(request: TrainRequest, root: Path, data: DataSource, quiet: bool =
     config = request.config
     check_tags(config.tags)
     checkpoints = Path(config.output_dir).expanduser().resolve()
-    stage_evals(request)  # a bad class config is refused before any slow step
+    plan = stage_evals(request)  # read once: a bad class config is refused before any slow step
     registry = CheckpointRegistry(registry_path(root))
     name = _stage_name(request, registry, checkpoints)
     existing = registry.by_name(name)
@@ -223,9 +223,11 @@ def run_stage(request: TrainRequest, root: Path, data: DataSource, quiet: bool =
             },
         )  # fmt: skip
         trained = True
-    evals = evaluate_checkpoint(entry, request, root, data, quiet)
+    evals = evaluate_checkpoint(entry, request, plan, root, data, quiet)
     verdict, code, note = (
-        gate_against_parent(entry, request, root, data, quiet) if config.eval.gate else (None, None, None)
+        gate_against_parent(entry, plan, request, root, data, quiet)
+        if config.eval.gate
+        else (None, None, None)
     )
     site = rebuild_site(request, root, quiet)
     outcome = StageOutcome(entry, out_dir, trained, tuple(evals), verdict, code, note, site)
@@ -243,14 +245,13 @@ def _say(quiet: bool, text: str) -> None:
         print(f"harness: {text}", file=sys.stderr)
 
 
-def evaluate_checkpoint(entry: CheckpointEntry, request: TrainRequest, root: Path, data: DataSource,
-                        quiet: bool) -> list[SuiteResult]:  # fmt: skip
+def evaluate_checkpoint(entry: CheckpointEntry, request: TrainRequest, plan: ClassEval, root: Path,
+                        data: DataSource, quiet: bool) -> list[SuiteResult]:  # fmt: skip
     """The configured suites on the new checkpoint, as `harness eval` runs them (resume, cache, runs)."""
     from adapters.options import AdapterOptions
     from harness.api.evaluate import Generation, evaluate
 
     ev = request.config.eval
-    plan = stage_evals(request)
     if not plan.suites:
         return []
     _say(quiet, f"evaluating {entry.name} on {', '.join(plan.suites)}")
@@ -282,15 +283,15 @@ def stage_evals(request: TrainRequest) -> ClassEval:
     return class_eval(config, None, None, {}, None, source="eval.class_config")
 
 
-def gate_against_parent(entry: CheckpointEntry, request: TrainRequest, root: Path, data: DataSource,
-                        quiet: bool) -> tuple[str | None, int | None, str | None]:  # fmt: skip
+def gate_against_parent(entry: CheckpointEntry, plan: ClassEval, request: TrainRequest, root: Path,
+                        data: DataSource, quiet: bool) -> tuple[str | None, int | None, str | None]:  # fmt: skip
     """The gate of the new checkpoint against its parent on the configured suites, evaluating what is
     missing (as `harness gate --eval-missing`)."""
     from harness.api.gate import gate
 
     registry = CheckpointRegistry(registry_path(root))
     parent = registry.by_name(entry.parent) if entry.parent else None
-    suites = stage_evals(request).suites
+    suites = plan.suites
     if parent is None or not suites:
         return None, None, None
     try:
