@@ -22,6 +22,8 @@ from harness.errors import DataError, HarnessError, UsageError
 from harness.eval_plan import Answers, plan_generation
 from harness.generate_loop import generate_in_batches
 from harness.progress import progress_for, showing
+from harness.reasoning import NO_REASONING, ReasoningSpec
+from harness.reasoning_stats import ReasoningSummary, record_parts, summarize_reasoning
 from harness.runs.cache import ResponseCache
 from harness.runs.extend import find_extension, relative_name
 from harness.runs.manifest import Invocation, Manifest, git_state, now_iso
@@ -75,6 +77,7 @@ class EvalOutcome:
     metrics: dict[str, Metric]
     invocation: Invocation
     n_samples: int
+    reasoning: ReasoningSummary | None = None  # reasoning runs: what thinking cost
 
 
 def settings_hash(suite: Suite, settings: GenerationSettings, limit: int | None) -> str:
@@ -109,20 +112,28 @@ def metrics_of(suite: Suite, records: Sequence[SampleRecord]) -> dict[str, Metri
     return suite.metrics([Score(values=r.scores, extracted=r.extracted) for r in records])
 
 
-def write_metrics(run_dir: Path, suite: Suite, metrics: dict[str, Metric]) -> None:
-    write_json_atomic(
-        run_dir / METRICS,
-        {
-            "suite": suite.name,
-            "suite_version": suite.version,
-            "primary": suite.primary_metric,
-            "metrics": {name: m.to_record() for name, m in metrics.items()},
-        },
-    )
+def write_metrics(
+    run_dir: Path, suite: Suite, metrics: dict[str, Metric], records: Sequence[SampleRecord] = ()
+) -> ReasoningSummary | None:
+    record: dict[str, Any] = {
+        "suite": suite.name,
+        "suite_version": suite.version,
+        "primary": suite.primary_metric,
+        "metrics": {name: m.to_record() for name, m in metrics.items()},
+    }
+    reasoning = summarize_reasoning(suite.reasoning, records)
+    if reasoning is not None:  # beside the metrics, never among them: a gate or a column compares metrics
+        record["reasoning"] = reasoning.to_record()
+    write_json_atomic(run_dir / METRICS, record)
+    return reasoning
 
 
 def record_for(
-    sample: Sample, requests: Sequence[Request], completions: Sequence[Completion], score: Score
+    sample: Sample,
+    requests: Sequence[Request],
+    completions: Sequence[Completion],
+    score: Score,
+    reasoning: ReasoningSpec = NO_REASONING,
 ) -> SampleRecord:
     return SampleRecord(
         id=sample.id,
@@ -132,6 +143,7 @@ def record_for(
         completions=tuple(completions),
         scores=dict(score.values),
         extracted=dict(score.extracted),
+        reasoning=record_parts(reasoning, completions),
     )
 
 
@@ -249,7 +261,7 @@ async def _evaluate_locked(
                 "This is a bug; re-run the same command to complete the run.",
             )
         metrics = metrics_of(suite, final_records)
-        write_metrics(run_dir, suite, metrics)
+        reasoning = write_metrics(run_dir, suite, metrics, final_records)
         done = replace(
             counters.apply(invocation), finished_at=now_iso(), status="complete",
             sandbox_timing=suite.measurement_since(measurement_mark),
@@ -277,7 +289,7 @@ async def _evaluate_locked(
         samples_file.close()
         if cache is not None:
             cache.close()
-    return EvalOutcome(run_dir=run_dir, metrics=metrics, invocation=done, n_samples=len(final_records))
+    return EvalOutcome(run_dir, metrics, done, len(final_records), reasoning)
 
 
 async def _generate_and_score(
@@ -309,7 +321,7 @@ async def _generate_and_score(
     shown = progress_for(spec.checkpoint.raw, spec.suite.name, len(samples), len(records), progress)
 
     def write(sample: Sample, completions: Sequence[Completion], score: Score) -> None:
-        record = record_for(sample, plan.requests[sample.id], completions, score)
+        record = record_for(sample, plan.requests[sample.id], completions, score, spec.suite.reasoning)
         samples_file.append(record)  # called on the event loop's thread, so appends never interleave
         records.append(record)
         shown.advance()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from harness.data import DataSource
+from harness.reasoning import NO_REASONING, ReasoningSpec, answer_view
 from harness.stats import summarize
 from harness.types import ApiKind, Completion, GenerationSettings, Metric, Request, Sample, Score
 
@@ -21,6 +22,18 @@ class SuiteOptions:
     judge: str = "refusal-heuristic"  # safety suites: which judge decides refusal
     judge_checkpoint: str | None = None  # the judge model (wildguard), as any checkpoint reference
     judge_timeout_s: float = 600.0  # per request to the judge model
+    reasoning: ReasoningSpec = NO_REASONING  # how responses split into thinking and answer (harness.reasoning)
+
+    @classmethod
+    def of_run(
+        cls, suite_settings: Mapping[str, Any], judge_checkpoint: str | None = None, where: str = "the run manifest"
+    ) -> SuiteOptions:
+        """The options a run was scored under, from its manifest's suite settings (judge and reasoning)."""
+        return cls(
+            judge=str(suite_settings.get("judge", cls.judge)),
+            judge_checkpoint=judge_checkpoint,
+            reasoning=ReasoningSpec.from_pinned(suite_settings, where),
+        )
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,11 @@ class Suite(Protocol):
 
     # What a suite declares about its scoring (SuiteDefaults has the usual answers).
     judge: str | None  # the judge it scores with (safety suites), None when it has none
+    # Reasoning models: the parser this suite's responses go through before score() (set from
+    # SuiteOptions.reasoning; its pinned() belongs in pinned_settings()), and the default thinking budget
+    # in tokens, added to max_tokens when reasoning is on (`harness suites show` prints it).
+    reasoning: ReasoningSpec
+    thinking_budget: int
 
     async def ascore(self, sample: Sample, completions: Sequence[Completion]) -> Score:
         """score() without blocking the event loop (a model judge awaits; others run in a thread)."""
@@ -95,6 +113,8 @@ class SuiteDefaults:
     in flight are not stalled; no categories; nothing measured."""
 
     judge: str | None = None
+    reasoning: ReasoningSpec = NO_REASONING
+    thinking_budget: int = 2048
 
     def score(self, sample: Sample, completions: Sequence[Completion]) -> Score:
         raise NotImplementedError
@@ -122,7 +142,9 @@ class SuiteDefaults:
 
 
 async def score_sample(suite: Suite, sample: Sample, completions: Sequence[Completion]) -> Score:
-    return await suite.ascore(sample, completions)
+    """The suite's verdict on the answers only: thinking is split off first (harness.reasoning), and a
+    response that ended inside its thinking reaches the suite as "" marked `unanswered`."""
+    return await suite.ascore(sample, [answer_view(suite.reasoning, c) for c in completions])
 
 
 def scoring_slots(suite: Suite) -> int:

@@ -41,10 +41,15 @@ class GenerationSettings:
     stop: tuple[str, ...] = ()
     n: int = 1
     seed: int | None = 0
+    # Of max_tokens, the part reserved for thinking (reasoning runs only; None: no reasoning budget). Backends
+    # with a native budget or an enable_thinking switch (0: thinking off) get it too.
+    thinking_budget: int | None = None
 
     def as_record(self) -> dict[str, Any]:
         record = asdict(self)
         record["stop"] = list(self.stop)
+        if self.thinking_budget is None:  # absent, so runs and cache keys from before budgets keep their hashes
+            del record["thinking_budget"]
         return record
 
 
@@ -87,13 +92,25 @@ class Completion:
     completion_tokens: int = 0
     latency_s: float = 0.0
     cost_usd: float = 0.0
+    # Reasoning models (harness.reasoning): the server's separate thinking per text (`reasoning_content`),
+    # the thinking tokens it reported, and whether the rendered prompt ended inside an open think tag.
+    reasonings: tuple[str | None, ...] = ()
+    reasoning_tokens: int | None = None
+    opened_in_prompt: bool = False
+    # Only on what a suite scores (harness.reasoning.answer_view): texts whose thinking never closed. Not stored.
+    unanswered: tuple[bool, ...] = ()
 
     @property
     def text(self) -> str:
         return self.texts[0]
 
+    @property
+    def has_answer(self) -> bool:
+        """False when the first text ended inside its thinking (it is then scored 0, whatever the suite)."""
+        return not (self.unanswered and self.unanswered[0])
+
     def to_record(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "texts": list(self.texts),
             "finish_reasons": list(self.finish_reasons),
             "prompt_tokens": self.prompt_tokens,
@@ -101,6 +118,13 @@ class Completion:
             "latency_s": round(self.latency_s, 4),
             "cost_usd": self.cost_usd,
         }
+        if any(r is not None for r in self.reasonings):
+            record["reasonings"] = list(self.reasonings)
+        if self.reasoning_tokens is not None:
+            record["reasoning_tokens"] = self.reasoning_tokens
+        if self.opened_in_prompt:
+            record["opened_in_prompt"] = True
+        return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Completion:
@@ -108,6 +132,12 @@ class Completion:
         reasons = record.get("finish_reasons", ["unknown"] * len(texts))
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise ValueError("'texts' must be a list of strings")
+        reasonings = record.get("reasonings", [])
+        if not isinstance(reasonings, list) or not all(r is None or isinstance(r, str) for r in reasonings):
+            raise ValueError("'reasonings' must be a list of strings or nulls")
+        if len(reasonings) > len(texts):
+            raise ValueError("'reasonings' has more entries than 'texts'")
+        reasoning_tokens = record.get("reasoning_tokens")
         return cls(
             texts=tuple(texts),
             finish_reasons=tuple(str(r) for r in reasons),
@@ -115,6 +145,9 @@ class Completion:
             completion_tokens=int(record.get("completion_tokens", 0)),
             latency_s=float(record.get("latency_s", 0.0)),
             cost_usd=float(record.get("cost_usd", 0.0)),
+            reasonings=tuple(reasonings),
+            reasoning_tokens=None if reasoning_tokens is None else int(reasoning_tokens),
+            opened_in_prompt=record.get("opened_in_prompt") is True,
         )
 
 

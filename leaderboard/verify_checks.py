@@ -63,12 +63,12 @@ def registered_suite(manifest: Manifest, manifest_path: str) -> tuple[Suite, str
 
     if manifest.suite not in suite_names():
         raise reject(f"{manifest_path} names suite '{manifest.suite[:80]}', which is not registered here.")
-    judge = str(manifest.suite_settings.get("judge", SuiteOptions().judge))
     try:
-        suite = get_suite(manifest.suite, SuiteOptions(judge=judge))
-    except UsageError as error:
+        options = SuiteOptions.of_run(manifest.suite_settings, where=manifest_path)
+        suite = get_suite(manifest.suite, options)
+    except (UsageError, DataError) as error:
         raise reject(f"{manifest_path}: {error.problem}") from None
-    return suite, judge
+    return suite, options.judge
 
 
 def check_suite_version(manifest: Manifest, suite: Suite, manifest_path: str) -> None:

@@ -29,6 +29,7 @@ class SuiteEntry:
         suite: Suite = (
             factory(judge=options.judge, judge_model=judge_model) if self.takes_judge else factory()
         )
+        suite.reasoning = options.reasoning
         return suite
 
 

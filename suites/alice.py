@@ -282,6 +282,7 @@ class AliceBase(SuiteDefaults):
 
     version = "1.0"
     primary_metric = ACCURACY
+    thinking_budget = 4096  # tokens of thinking when reasoning is on: puzzles reward long deliberation
     headline_metrics: tuple[str, ...] = (ACCURACY,)
 
     def default_settings(self) -> GenerationSettings:
@@ -334,6 +335,7 @@ class Alice(AliceBase):
             "instruction": INSTRUCTION,
             "extraction": "last-complete-boxed",
             "numeric_tolerance": {"rel": REL_TOL, "abs": ABS_TOL, "categories": sorted(NUMERIC_CATEGORIES)},
+            **self.reasoning.pinned(),
         }
 
     def load(self, source: DataSource, limit: int | None) -> LoadedData:

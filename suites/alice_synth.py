@@ -58,6 +58,7 @@ class AliceSynth(AliceBase):
             "instruction": INSTRUCTION,
             "extraction": "last-complete-boxed",
             "numeric_tolerance": {"rel": REL_TOL, "abs": ABS_TOL, "categories": sorted(NUMERIC_CATEGORIES)},
+            **self.reasoning.pinned(),
         }
 
     def load(self, source: DataSource, limit: int | None) -> LoadedData:

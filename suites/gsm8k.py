@@ -118,6 +118,7 @@ class GSM8K(SuiteDefaults):
     name = "gsm8k"
     version = "1.0"
     primary_metric = FLEX
+    thinking_budget = 2048  # tokens of thinking when reasoning is on: grade-school arithmetic: a few hundred tokens of thought is typical
     headline_metrics: tuple[str, ...] = (FLEX, STRICT)
     description = __doc__ or ""
 
@@ -130,6 +131,7 @@ class GSM8K(SuiteDefaults):
             "num_fewshot": len(EXEMPLARS),
             "fewshot": "wei2022-cot",
             "format": "multiturn",
+            **self.reasoning.pinned(),
         }
 
     def load(self, source: DataSource, limit: int | None) -> LoadedData:

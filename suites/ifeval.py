@@ -217,6 +217,7 @@ class IFEval(SuiteDefaults):
     name = "ifeval"
     version = "1.0"
     primary_metric = PROMPT_LOOSE
+    thinking_budget = 1024  # tokens of thinking when reasoning is on: formatting, not problem solving
     headline_metrics: tuple[str, ...] = (PROMPT_LOOSE, PROMPT_STRICT, INST_STRICT, INST_LOOSE)
     description = __doc__ or ""
 
@@ -228,7 +229,10 @@ class IFEval(SuiteDefaults):
             library = f"lm-eval=={importlib.metadata.version('lm-eval')}"
         except importlib.metadata.PackageNotFoundError:
             library = "lm-eval (not installed)"
-        return {"split": "train", "num_fewshot": 0, "format": "single-turn", "checkers": library}
+        return {
+            "split": "train", "num_fewshot": 0, "format": "single-turn", "checkers": library,
+            **self.reasoning.pinned(),
+        }  # fmt: skip
 
     def load(self, source: DataSource, limit: int | None) -> LoadedData:
         checkers(source.data_dir)  # fail before any generation if the checkers cannot run

@@ -157,6 +157,7 @@ class MBPP(SuiteDefaults):
     name = "mbpp"
     version = "1.0"
     primary_metric = "pass@1"
+    thinking_budget = 2048  # tokens of thinking when reasoning is on: short functions
     headline_metrics: tuple[str, ...] = tuple(f"pass@{k}" for k in KS)
     description = __doc__ or ""
     data_file = "mbpp/mbpp.jsonl"
@@ -176,6 +177,7 @@ class MBPP(SuiteDefaults):
             "extraction": "begin-done window, first python fence, any fence, raw",
             "ks": list(KS),
             "sandbox": {"wall_s": LIMITS.wall_s, "cpu_s": LIMITS.cpu_s, "memory_bytes": LIMITS.memory_bytes},
+            **self.reasoning.pinned(),
         }
 
     def _rows(self, source: DataSource) -> tuple[list[dict[str, Any]], str]:

@@ -23,6 +23,7 @@ from harness.checkpoints import CheckpointRef
 from harness.data import DataSource, resolve_data_source
 from harness.errors import UsageError
 from harness.lineage import CheckpointEntry, resolve_checkpoint
+from harness.reasoning_stats import ReasoningSummary
 from harness.runs.manifest import Invocation
 from harness.runs.store import runs_root
 from harness.suite import Suite, SuiteOptions
@@ -45,7 +46,22 @@ class Generation:
     samples: int = 1  # responses per prompt (pass@k); more than 1 samples at temperature 0.8 by default
     temperature: float | None = None
     top_p: float | None = None
-    max_tokens: int | None = None
+    max_tokens: int | None = None  # for the answer: with reasoning on, the thinking budget comes on top
+    thinking_budget: int | None = None  # reasoning runs: tokens of thinking (None: the suite's default)
+
+    def for_suite(self, suite: Suite) -> GenerationSettings:
+        """The suite's pinned decoding with these overrides; with reasoning on, max_tokens is the answer's
+        budget plus the thinking budget, which is recorded beside it (both are in the settings hash)."""
+        settings = self.apply(suite.default_settings())
+        if not suite.reasoning.enabled:
+            if self.thinking_budget is not None:
+                raise UsageError(
+                    "A thinking budget was given, but reasoning is off (--reasoning none).",
+                    "Pass --reasoning think-tags|auto|field with --thinking-budget, or drop the budget.",
+                )
+            return settings
+        budget = suite.thinking_budget if self.thinking_budget is None else self.thinking_budget
+        return replace(settings, max_tokens=settings.max_tokens + budget, thinking_budget=budget)
 
     def apply(self, pinned: GenerationSettings) -> GenerationSettings:
         temperature = self.temperature
@@ -63,7 +79,9 @@ class Generation:
     @classmethod
     def like(cls, settings: GenerationSettings) -> Generation:
         """The overrides that reproduce `settings` on any suite with the same pins."""
-        return cls(settings.seed or 0, settings.n, settings.temperature, settings.top_p, settings.max_tokens)
+        budget = settings.thinking_budget
+        answer_tokens = settings.max_tokens - (budget or 0)
+        return cls(settings.seed or 0, settings.n, settings.temperature, settings.top_p, answer_tokens, budget)
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,7 @@ class SuiteRun:
     headline: tuple[str, ...]  # what the CLI prints by default (the primary first)
     metrics: Mapping[str, Metric]
     invocation: Invocation  # this call's counts: generated, cache hits, resumed, retries
+    reasoning: ReasoningSummary | None = None  # reasoning runs: ended inside reasoning, thinking tokens
 
     def primary_value(self) -> float | None:
         metric = self.metrics.get(self.primary)
@@ -101,6 +120,7 @@ class SuiteRun:
                 "repaired_bytes": inv.repaired_bytes,
                 "extended_from": inv.extended_from,
             },
+            "reasoning": None if self.reasoning is None else self.reasoning.to_record(),
         }
 
 
@@ -205,7 +225,7 @@ async def evaluate_async(
     suite_set = build_suites(names, scoring)
     try:
         overrides = generation or Generation()
-        plans = [(suite, overrides.apply(suite.default_settings())) for suite in suite_set.suites]
+        plans = [(suite, overrides.for_suite(suite)) for suite in suite_set.suites]
         return await evaluate_suites(
             ref, entry, plans, limit=limit, root=root, data=data, backend=backend, max_cost=max_cost,
             cache=cache, fresh=fresh, progress=progress,
@@ -256,7 +276,7 @@ async def evaluate_suites(
             suite = spec.suite
             done.append(SuiteRun(
                 suite.name, suite.version, outcome.run_dir, outcome.n_samples, suite.primary_metric,
-                tuple(suite.headline_metrics), dict(outcome.metrics), outcome.invocation,
+                tuple(suite.headline_metrics), dict(outcome.metrics), outcome.invocation, outcome.reasoning,
             ))  # fmt: skip
     finally:
         await adapter.aclose()

@@ -42,8 +42,7 @@ def gate(
         generation, limit, scoring = None, None, None
         if like is not None:
             generation, limit = Generation.like(like.manifest.generation), like.manifest.limit
-            judge = like.manifest.suite_settings.get("judge")
-            scoring = None if judge is None else SuiteOptions(judge=str(judge))
+            scoring = SuiteOptions.of_run(like.manifest.suite_settings)
         results = evaluate(
             missing.reference, [missing.suite], limit=limit, runs=root, data_dir=data_dir,
             generation=generation, scoring=scoring, progress=progress,

@@ -13,6 +13,7 @@ from pathlib import Path
 from harness.api.evaluate import run_sync
 from harness.data import resolve_data_source
 from harness.errors import DataError
+from harness.reasoning_stats import record_parts
 from harness.runner import metrics_of, write_metrics
 from harness.runs.manifest import Invocation, Manifest, now_iso
 from harness.runs.store import (
@@ -66,10 +67,7 @@ def rescore(
     the run used; a run scored by a model judge needs `judge_checkpoint`."""
     run_dir = resolve_run(str(run), runs_root(None if runs is None else str(runs)))
     manifest = Manifest.from_record(read_json(run_dir / MANIFEST, "run manifest"), run_dir / MANIFEST)
-    options = SuiteOptions(
-        judge=str(manifest.suite_settings.get("judge", SuiteOptions().judge)),
-        judge_checkpoint=judge_checkpoint,
-    )
+    options = SuiteOptions.of_run(manifest.suite_settings, judge_checkpoint, str(run_dir / MANIFEST))
     started = now_iso()
     from suites import get_suite
 
@@ -99,12 +97,15 @@ def rescore(
         suite, scores = run_sync(score_records(manifest.suite, options, samples, old), "rescore")
         new, changed = [], 0
         for record, score in zip(old, scores, strict=True):
-            rescored = replace(record, scores=dict(score.values), extracted=dict(score.extracted))
+            rescored = replace(
+                record, scores=dict(score.values), extracted=dict(score.extracted),
+                reasoning=record_parts(suite.reasoning, record.completions),
+            )  # fmt: skip
             changed += rescored.scores != record.scores
             new.append(rescored)
         samples_file.rewrite(new)
         metrics = metrics_of(suite, new)
-        write_metrics(run_dir, suite, metrics)
+        write_metrics(run_dir, suite, metrics, new)
         invocation = Invocation(started_at=started, finished_at=now_iso(), status="rescored")
         write_json_atomic(
             run_dir / MANIFEST,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from adapters import AdapterOptions
+    from harness.reasoning import ReasoningSpec
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:
@@ -103,3 +104,42 @@ def add_json_flag(p: Any, help_text: str = "print the result as JSON on stdout",
 
 def add_quiet_flag(p: Any, help_text: str = "no progress bar or info lines (for CI)") -> None:
     p.add_argument("--quiet", action="store_true", help=help_text)
+
+
+def add_reasoning_flags(p: Any) -> None:
+    """--reasoning, --think-tags and --thinking-budget (docs: README 'Evaluating reasoning models')."""
+    from harness.reasoning import MODES
+
+    p.add_argument(
+        "--reasoning",
+        choices=MODES,
+        default="none",
+        help="split thinking from the answer and score the answer only: think-tags (<think>...</think> in "
+        "the text), field (the server's reasoning_content), auto (field when sent, else tags); default none",
+    )
+    p.add_argument(
+        "--think-tags",
+        nargs=2,
+        metavar=("OPEN", "CLOSE"),
+        help="the thinking tags for --reasoning think-tags|auto (default: <think> </think>)",
+    )
+    p.add_argument(
+        "--thinking-budget",
+        type=whole_number(0),
+        metavar="TOKENS",
+        help="tokens of thinking on top of the answer's max tokens (default: per suite, `harness suites "
+        "show`); 0 turns thinking off where the backend can (enable_thinking=False)",
+    )
+
+
+def reasoning_spec(args: argparse.Namespace) -> ReasoningSpec:
+    from harness.errors import UsageError
+    from harness.reasoning import ReasoningSpec
+
+    if args.think_tags and args.reasoning not in ("think-tags", "auto"):
+        raise UsageError(
+            f"--think-tags applies to --reasoning think-tags or auto, not {args.reasoning}.",
+            "Add --reasoning think-tags, or drop --think-tags.",
+        )
+    open_tag, close_tag = args.think_tags or ("<think>", "</think>")
+    return ReasoningSpec(args.reasoning, open_tag, close_tag)

@@ -12,7 +12,9 @@ from harness.cli.argtypes import (
     add_data_dir_flag,
     add_json_flag,
     add_quiet_flag,
+    add_reasoning_flags,
     add_runs_flag,
+    reasoning_spec,
     whole_number,
 )
 
@@ -54,6 +56,7 @@ def register(commands: Any) -> None:
         "--temperature", type=float, help="override the suite's decoding temperature (pinned: greedy)"
     )
     p.add_argument("--top-p", type=float, help="override top_p (default 1.0)")
+    add_reasoning_flags(p)
     p.add_argument(
         "--judge",
         metavar="NAME",
@@ -96,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
     suites, limit, judge = args.suite, args.limit, args.judge or "refusal-heuristic"
     chosen = {
         "seed": args.seed, "samples": args.samples, "temperature": args.temperature, "top_p": args.top_p,
-        "max_tokens": args.max_tokens,
+        "max_tokens": args.max_tokens, "thinking_budget": args.thinking_budget,
     }  # fmt: skip
+    reasoning = reasoning_spec(args)
     if args.class_config:
         from pathlib import Path
 
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         generation=generation,
         backend=adapter_options(args, args.price_table),
-        scoring=SuiteOptions(judge, args.judge_checkpoint, judge_timeout_s=args.timeout),
+        scoring=SuiteOptions(judge, args.judge_checkpoint, judge_timeout_s=args.timeout, reasoning=reasoning),
         max_cost=args.max_cost,
         cache=not args.no_cache,
         fresh=args.fresh,
@@ -161,3 +165,10 @@ def _print_table(results: EvalResults, all_metrics: bool) -> None:
                 else ""
             )
         )
+        if run.reasoning is not None:
+            print(f"{run.suite}: {run.reasoning.describe()}")
+            if run.reasoning.unterminated:
+                shown = ", ".join(run.reasoning.unterminated[:10])
+                more = len(run.reasoning.unterminated) - 10
+                print(f"{run.suite}: ended inside reasoning (no answer, scored 0): {shown}"
+                      + (f" and {more} more (metrics.json lists them)" if more > 0 else ""))

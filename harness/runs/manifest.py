@@ -153,6 +153,7 @@ class Manifest:
                     stop=tuple(gen.get("stop") or ()),
                     n=int(gen.get("n", 1)),
                     seed=None if gen.get("seed") is None else int(gen["seed"]),
+                    thinking_budget=None if gen.get("thinking_budget") is None else int(gen["thinking_budget"]),
                 ),
                 limit=None if record.get("limit") is None else int(record["limit"]),
                 settings_hash=str(record["settings_hash"]),

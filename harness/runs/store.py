@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from harness.errors import DataError, StorageError, UsageError
 from harness.readers import MAX_JSON_DEPTH, decode_utf8, json_depth_exceeds, read_bytes, read_json_object
+from harness.reasoning import ReasonedText
 from harness.types import Completion
 
 SAMPLES, MANIFEST, METRICS, LOCK = "samples.jsonl", "manifest.json", "metrics.json", ".lock"
@@ -163,6 +164,9 @@ class SampleRecord:
     completions: tuple[Completion, ...]
     scores: Mapping[str, float]
     extracted: Mapping[str, str | None] = field(default_factory=dict)
+    # Reasoning runs: every response split into thinking and answer (completions in order, their texts in
+    # order); empty when the run's reasoning mode is `none`.
+    reasoning: tuple[ReasonedText, ...] = ()
 
     def to_line(self) -> str:
         record = {
@@ -174,6 +178,8 @@ class SampleRecord:
             "scores": dict(self.scores),
             "extracted": dict(self.extracted),
         }
+        if self.reasoning:
+            record["reasoning"] = [part.to_record() for part in self.reasoning]
         return json.dumps(record, ensure_ascii=False) + "\n"
 
     @classmethod
@@ -191,6 +197,8 @@ class SampleRecord:
             raise ValueError("'request_keys' and 'completions' must be lists")
         if not isinstance(row.get("extracted") or {}, dict):
             raise ValueError("'extracted' must be a mapping")
+        if not isinstance(row.get("reasoning") or [], list):
+            raise ValueError("'reasoning' must be a list")
         return cls(
             id=str(row["id"]),
             prompt=str(row.get("prompt", "")),
@@ -199,6 +207,7 @@ class SampleRecord:
             completions=tuple(Completion.from_record(c) for c in row["completions"]),
             scores={str(k): float(v) for k, v in scores.items()},
             extracted=dict(row.get("extracted") or {}),
+            reasoning=tuple(ReasonedText.from_record(part) for part in row.get("reasoning") or []),
         )
 
 

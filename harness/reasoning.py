@@ -1,0 +1,250 @@
+"""Reasoning models: split each response into its thinking and its answer, so suites score the answer only.
+
+One parser per checkpoint, chosen by `--reasoning MODE`:
+- `none`: the whole text is the answer (the default; runs made before this module keep their hashes).
+- `think-tags`: `<think>...</think>` blocks (tags configurable) are thinking; the rest is the answer. A close
+  tag with no open tag before it means the generation prompt opened the block (R1 distills, Qwen3: the chat
+  template ends with `<think>`), as does an adapter that saw the rendered prompt end inside an open tag.
+  An open tag inside a code fence or inline code of the answer is text, not thinking; inside thinking the
+  first close tag ends the block (what vLLM's parsers do).
+- `field`: the server separated them (`reasoning_content` / `reasoning` beside `content`: vLLM
+  `--reasoning-parser`, llama.cpp `--reasoning-format`, NIM); the content is the answer, tags untouched.
+- `auto`: `field` for a response that came with a reasoning field, else `think-tags`.
+
+A response whose thinking never closed has no answer (`answer is None`): it scores 0 and is counted in the
+run's "ended inside reasoning" rate. It is never scored from the thinking text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from harness.errors import DataError, UsageError
+from harness.types import Completion
+
+ReasoningMode = Literal["none", "think-tags", "auto", "field"]
+MODES: tuple[ReasoningMode, ...] = ("none", "think-tags", "auto", "field")
+# Bump when a change to the parsing rules could change an answer: runs under another version never mix.
+PARSER_VERSION = "1"
+_FENCE = re.compile(r"^[ \t]*(```|~~~)", re.MULTILINE)
+_MAX_TAG = 64
+
+
+@dataclass(frozen=True)
+class ReasoningSpec:
+    """How one checkpoint's responses are split; part of every suite's pinned settings (so of the settings
+    hash and the manifest) whenever the mode is not `none`."""
+
+    mode: ReasoningMode = "none"
+    open_tag: str = "<think>"
+    close_tag: str = "</think>"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(
+                f"Unknown reasoning mode '{self.mode}'.", f"Choose one of: {', '.join(MODES)}."
+            )
+        for name, tag in (("open", self.open_tag), ("close", self.close_tag)):
+            if not tag or len(tag) > _MAX_TAG or tag != tag.strip() or "`" in tag:
+                raise UsageError(
+                    f"The reasoning {name} tag {tag!r} is not usable.",
+                    f"A tag is 1-{_MAX_TAG} characters without surrounding spaces or backticks, "
+                    "e.g. --think-tags '<think>' '</think>'.",
+                )
+        if self.open_tag == self.close_tag:
+            raise UsageError(f"The reasoning open and close tags are both {self.open_tag!r}.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+    def pinned(self) -> dict[str, Any]:
+        """What goes into a suite's pinned settings: nothing for `none` (old hashes stay valid)."""
+        if not self.enabled:
+            return {}
+        record: dict[str, Any] = {"mode": self.mode, "parser": PARSER_VERSION}
+        if self.mode != "field":
+            record.update(open_tag=self.open_tag, close_tag=self.close_tag)
+        return {"reasoning": record}
+
+    def describe(self) -> str:
+        if self.mode in ("none", "field"):
+            return self.mode
+        return f"{self.mode} {self.open_tag}...{self.close_tag}"
+
+    @classmethod
+    def from_pinned(cls, settings: Mapping[str, Any], where: str = "the run manifest") -> ReasoningSpec:
+        """The spec a run was made under, from its manifest's suite settings."""
+        record = settings.get("reasoning")
+        if record is None:
+            return cls()
+        if not isinstance(record, Mapping) or record.get("parser") != PARSER_VERSION:
+            raise DataError(
+                f"{where} records a reasoning parser this harness does not have: {record!r}.",
+                f"This harness parses reasoning with parser version {PARSER_VERSION}; re-run the "
+                "evaluation (a new run folder) or use the harness version that made it.",
+            )
+        try:
+            return cls(
+                mode=record["mode"],
+                open_tag=record.get("open_tag", "<think>"),
+                close_tag=record.get("close_tag", "</think>"),
+            )
+        except (KeyError, UsageError) as error:
+            raise DataError(f"{where} has an unreadable reasoning setting {record!r} ({error}).") from None
+
+
+NO_REASONING = ReasoningSpec()
+
+
+@dataclass(frozen=True)
+class ReasonedText:
+    """One response, split. `answer is None`: the thinking never closed, so there is no answer."""
+
+    reasoning: str
+    answer: str | None
+    source: Literal["none", "tags", "field"]
+
+    @property
+    def ended_inside_reasoning(self) -> bool:
+        return self.answer is None
+
+    def to_record(self) -> dict[str, Any]:
+        return {"reasoning": self.reasoning, "answer": self.answer, "source": self.source}
+
+    @classmethod
+    def from_record(cls, record: Any) -> ReasonedText:
+        if not isinstance(record, dict):
+            raise ValueError("each 'reasoning' entry must be an object")
+        reasoning, answer, source = record.get("reasoning"), record.get("answer"), record.get("source")
+        if not isinstance(reasoning, str) or not (answer is None or isinstance(answer, str)):
+            raise ValueError("'reasoning' must be a string and 'answer' a string or null")
+        if source not in ("none", "tags", "field"):
+            raise ValueError(f"unknown reasoning source {source!r}")
+        return cls(reasoning, answer, source)
+
+
+def _fence_open_at(text: str, end: int) -> bool:
+    """Whether position `end` of `text` is inside a fenced code block (an odd number of fences before)."""
+    return len(_FENCE.findall(text, 0, end)) % 2 == 1
+
+
+def _in_inline_code(text: str, start: int, tag: str) -> bool:
+    before = text[:start].rsplit("\n", 1)[-1]
+    return before.count("`") % 2 == 1 and "`" in text[start + len(tag) :].split("\n", 1)[0]
+
+
+def _find_open(text: str, tag: str, start: int) -> int:
+    """The next open tag at or after `start` that is not code in the answer; -1 when none."""
+    at = text.find(tag, start)
+    while at != -1 and (_fence_open_at(text, at) or _in_inline_code(text, at, tag)):
+        at = text.find(tag, at + len(tag))
+    return at
+
+
+def split_tags(text: str, open_tag: str, close_tag: str, opened_in_prompt: bool = False) -> ReasonedText:
+    """Thinking blocks out, answer left (see the module docstring for the rules)."""
+    first_close, first_open = text.find(close_tag), _find_open(text, open_tag, 0)
+    inside = opened_in_prompt or (
+        first_close != -1 and (first_open == -1 or first_close < first_open) and not _fence_open_at(text, first_close)
+    )  # fmt: skip
+    thinking: list[str] = []
+    answer: list[str] = []
+    found = inside
+    at = 0
+    while at <= len(text):
+        if inside:
+            end = text.find(close_tag, at)
+            if end == -1:
+                thinking.append(text[at:])
+                return ReasonedText("".join(thinking).strip(), None, "tags")
+            thinking.append(text[at:end])
+            at, inside = end + len(close_tag), False
+        else:
+            start = _find_open(text, open_tag, at)
+            if start == -1:
+                answer.append(text[at:])
+                break
+            answer.append(text[at:start])
+            at, inside, found = start + len(open_tag), True, True
+    if not found:
+        return ReasonedText("", text.strip(), "none")
+    return ReasonedText("\n\n".join(t.strip() for t in thinking if t.strip()), "".join(answer).strip(), "tags")
+
+
+def split_field(content: str, reasoning: str | None) -> ReasonedText:
+    """The server's split: content is the answer; thinking with no content means it never closed."""
+    if reasoning is None:
+        return ReasonedText("", content.strip(), "none")
+    answered = bool(content.strip()) or not reasoning.strip()
+    return ReasonedText(reasoning.strip(), content.strip() if answered else None, "field")
+
+
+def split_response(spec: ReasoningSpec, completion: Completion, index: int) -> ReasonedText:
+    text = completion.texts[index]
+    field = completion.reasonings[index] if index < len(completion.reasonings) else None
+    if spec.mode == "none":
+        return ReasonedText("", text, "none")
+    if spec.mode == "field" or (spec.mode == "auto" and field is not None):
+        return split_field(text, field)
+    parsed = split_tags(text, spec.open_tag, spec.close_tag, completion.opened_in_prompt)
+    if field and field.strip():  # think-tags with a server that also split: its part is thinking too
+        joined = "\n\n".join(p for p in (field.strip(), parsed.reasoning) if p)
+        answer = parsed.answer or None  # thinking and no content: it never closed, as in split_field
+        return ReasonedText(joined, answer, "field" if parsed.source == "none" else "tags")
+    return parsed
+
+
+def split_completion(spec: ReasoningSpec, completion: Completion) -> tuple[ReasonedText, ...]:
+    return tuple(split_response(spec, completion, i) for i in range(len(completion.texts)))
+
+
+def answer_view(spec: ReasoningSpec, completion: Completion) -> Completion:
+    """What a suite scores: each text replaced by its answer ("" and `unanswered` when there is none)."""
+    if not spec.enabled:
+        return completion
+    parts = split_completion(spec, completion)
+    return replace(
+        completion,
+        texts=tuple(p.answer or "" for p in parts),
+        unanswered=tuple(p.answer is None for p in parts),
+        reasonings=(),
+    )
+
+
+def answer_text(spec: ReasoningSpec, text: str) -> str | None:
+    """The answer of one raw text (RL rewards, bridges): None when the thinking never closed."""
+    return split_tags(text, spec.open_tag, spec.close_tag).answer if spec.enabled else text
+
+
+def token_split(completion: Completion, parts: Sequence[ReasonedText]) -> tuple[float, float, str]:
+    """(reasoning tokens, answer tokens, how the split was made). The backend's count when it reports one;
+    else the completion's tokens shared out by characters, which is an estimate and says so."""
+    total = completion.completion_tokens
+    if completion.reasoning_tokens is not None:
+        reasoning = min(total, completion.reasoning_tokens) if total else completion.reasoning_tokens
+        return float(reasoning), float(max(0, total - reasoning)), "reported"
+    thinking = sum(len(p.reasoning) for p in parts)
+    answered = sum(len(p.answer or "") for p in parts)
+    if thinking + answered == 0:
+        return 0.0, float(total), "characters"
+    reasoning_share = total * thinking / (thinking + answered)
+    return round(reasoning_share, 1), round(total - reasoning_share, 1), "characters"
+
+
+__all__ = [
+    "MODES",
+    "NO_REASONING",
+    "PARSER_VERSION",
+    "ReasonedText",
+    "ReasoningSpec",
+    "answer_text",
+    "answer_view",
+    "split_completion",
+    "split_field",
+    "split_tags",
+    "token_split",
+]
