@@ -45,7 +45,9 @@ def _llama_cpp(ref: CheckpointRef, options: AdapterOptions) -> Adapter:
         assert isinstance(ref, GgufRef)
         path = resolve_gguf(ref.path)
         label = f"gguf:{path.name}"
-    return LlamaCppAdapter(path, label, n_ctx=options.n_ctx or DEFAULT_N_CTX)
+    return LlamaCppAdapter(
+        path, label, n_ctx=options.n_ctx or DEFAULT_N_CTX, think_open_tag=options.think_open_tag
+    )
 
 
 def _endpoint(ref: CheckpointRef, options: AdapterOptions) -> Adapter:

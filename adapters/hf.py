@@ -2,8 +2,10 @@
 
 - The model loads on the first generate(), so a cached or finished run never pays for it; the
   constructor only checks paths and fingerprints the files (the identity changes with the weights).
-- Requests are rendered with the tokenizer's chat template (`add_generation_prompt=True`); text requests
-  are tokenized as they are. A batch is LEFT-padded with an attention mask, so every prompt ends where
+- Requests are rendered with the tokenizer's chat template (`add_generation_prompt=True`; with
+  `enable_thinking=False` when the request's thinking budget is 0, which Qwen3-style templates read and
+  others ignore); text requests are tokenized as they are. A rendered prompt that ends inside an open think
+  tag marks its completion `opened_in_prompt` (harness.reasoning). A batch is LEFT-padded with an attention mask, so every prompt ends where
   generation starts and greedy results equal those of the same prompts one by one (tested).
 - Decoding starts from a fresh GenerationConfig: greedy when temperature == 0, else sampling with top_p
   (no top_k) and the request's seed. A checkpoint's generation_config.json (repetition_penalty, top_k,
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from adapters.common import folder_fingerprint, truncate_at_stop
 from adapters.hub import HubSnapshot, fetch_snapshot, hub_id_for
+from adapters.options import opens_thinking
 from harness.errors import UsageError
 from harness.types import ApiKind, Completion, GenerationSettings, Request
 
@@ -151,8 +154,10 @@ class HfAdapter:
         batch_size: int = DEFAULT_BATCH_SIZE,
         model_hub: HubSnapshot | None = None,
         lora_hub: HubSnapshot | None = None,
+        think_open_tag: str = "<think>",
     ) -> None:
         self.model_dir = model_dir
+        self.think_open_tag = think_open_tag
         self.lora_dir = lora_dir
         self.device = device
         self.dtype = dtype
@@ -221,8 +226,7 @@ class HfAdapter:
     def _render(self, tokenizer: Any, request: Request) -> str:
         if request.messages is None:
             return request.prompt or ""
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return render_chat(tokenizer, request)
 
     def _generate_batch(self, rows: Sequence[_Row], settings: GenerationSettings) -> list[Completion]:
         import torch
@@ -231,6 +235,7 @@ class HfAdapter:
         model, tokenizer = self._load()
         api = rows[0].request.api
         prompts = [self._render(tokenizer, r.request) for r in rows]
+        opened = [api == "chat" and opens_thinking(p, self.think_open_tag) for p in prompts]
         # A chat template writes its own special tokens; raw text prompts get the tokenizer's (e.g. BOS).
         encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=api == "text").to(
             self.device
@@ -281,6 +286,7 @@ class HfAdapter:
                     prompt_tokens=int(prompt_lengths[i]),
                     completion_tokens=used,
                     latency_s=latency / len(rows),  # a share of the batch: sums to generation time
+                    opened_in_prompt=opened[i],
                 )
             )
         return completions
@@ -324,6 +330,14 @@ class HfAdapter:
         self._tokenizer = None
 
 
+def render_chat(tokenizer: Any, request: Request) -> str:
+    """A chat request through the tokenizer's template; thinking off when the thinking budget is 0."""
+    assert request.messages is not None
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    extra = {"enable_thinking": False} if request.settings.thinking_budget == 0 else {}
+    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra))
+
+
 def create_hf_adapter(ref: HfRef, options: AdapterOptions) -> HfAdapter:
     model_dir, model_hub = resolve_model(ref.path)
     lora_dir, lora_hub = resolve_lora(ref.lora) if ref.lora else (None, None)
@@ -336,4 +350,5 @@ def create_hf_adapter(ref: HfRef, options: AdapterOptions) -> HfAdapter:
         batch_size=options.batch_size or DEFAULT_BATCH_SIZE,
         model_hub=model_hub,
         lora_hub=lora_hub,
+        think_open_tag=options.think_open_tag,
     )

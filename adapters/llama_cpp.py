@@ -4,6 +4,12 @@ The model loads on the first generate(), not in the constructor, so a fully cach
 pays for it. Chat requests use the GGUF's own chat template (llama-cpp-python's Jinja formatter reads
 `tokenizer.chat_template`). One request at a time: llama.cpp decodes a single stream per context, and
 it reuses the KV cache of the longest shared prompt prefix, so repeated few-shot prefixes are cheap.
+
+Reasoning models: when the GGUF's Jinja template mentions the think open tag or `enable_thinking`, the
+prompt is also rendered here (llama-cpp-python's own Jinja2ChatFormatter) to see whether it ends inside an
+open think tag (`Completion.opened_in_prompt`); a thinking budget of 0 then calls the same chat handler with
+`enable_thinking=False` (Llama.create_chat_completion takes no template arguments; its handler passes
+extra keywords to the template). Other templates (SmolLM2's ChatML) take the unchanged path.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.common import file_fingerprint
+from adapters.options import opens_thinking
 from harness.errors import MissingExtraError, UsageError
-from harness.types import ApiKind, Completion, Request
+from harness.types import ApiKind, Completion, Message, Request
 
 if TYPE_CHECKING:
     from adapters.llama_guard import NativeVerdict
@@ -74,11 +81,57 @@ def resolve_gguf(path_text: str) -> Path:
     return path.resolve()
 
 
+THINKING_SWITCH = "enable_thinking"  # the template variable Qwen3-style templates read
+
+
+def render_chat_template(
+    template: str,
+    messages: Sequence[Message],
+    bos_token: str = "",
+    eos_token: str = "",
+    thinking_off: bool = False,
+) -> str:
+    """The generation prompt llama-cpp-python renders from a GGUF's Jinja chat template."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(template=template, eos_token=eos_token, bos_token=bos_token)
+    extra: dict[str, Any] = {THINKING_SWITCH: False} if thinking_off else {}
+    conversation: Any = [{"role": m.role, "content": m.content} for m in messages]
+    return str(formatter(messages=conversation, **extra).prompt)
+
+
+def _gguf_template(llm: Any, open_tag: str) -> tuple[str, str, str] | None:
+    """(template, bos, eos) when chats are rendered with the GGUF's own Jinja template and it can think
+    (mentions the open tag or the switch), else None: every other model never touches what follows."""
+    template = llm.metadata.get("tokenizer.chat_template")
+    if llm.chat_handler is not None or llm.chat_format != "chat_template.default" or not template:
+        return None
+    if open_tag not in template and THINKING_SWITCH not in template:
+        return None
+
+    def text(token: int) -> str:
+        model = getattr(llm, "_model", None)  # private in llama-cpp-python: tolerate its absence
+        if token == -1 or model is None or not hasattr(model, "token_get_text"):
+            return ""
+        return str(model.token_get_text(token))
+
+    return str(template), text(llm.token_bos()), text(llm.token_eos())
+
+
 class LlamaCppAdapter:
     concurrency = 1
     batch_size = 1
 
-    def __init__(self, model_path: Path, label: str, n_ctx: int = DEFAULT_N_CTX, threads: int | None = None):
+    def __init__(
+        self,
+        model_path: Path,
+        label: str,
+        n_ctx: int = DEFAULT_N_CTX,
+        threads: int | None = None,
+        think_open_tag: str = "<think>",
+    ):
+        self.think_open_tag = think_open_tag
+        self._template: tuple[str, str, str] | None = None
         self.model_path = model_path
         self.label = label
         self.n_ctx = n_ctx
@@ -104,7 +157,19 @@ class LlamaCppAdapter:
             self._llm, self.native_verdict = load_llama(
                 self.model_path, self.threads, n_ctx=self.n_ctx, seed=0, verbose=False
             )
+            self._template = _gguf_template(self._llm, self.think_open_tag)
         return self._llm
+
+    def _thinking(self, request: Request) -> tuple[bool, bool]:
+        """(the prompt ends inside an open think tag, render it with enable_thinking=False)."""
+        if request.messages is None or self._template is None:
+            return False, False
+        template, bos, eos = self._template
+        off = request.settings.thinking_budget == 0 and THINKING_SWITCH in template
+        if not off and self.think_open_tag not in template:
+            return False, False
+        prompt = render_chat_template(template, request.messages, bos, eos, thinking_off=off)
+        return opens_thinking(prompt, self.think_open_tag), off
 
     def _generate_one(self, request: Request) -> Completion:
         llm = self._load()
@@ -112,6 +177,7 @@ class LlamaCppAdapter:
         texts: list[str] = []
         reasons: list[str] = []
         prompt_tokens = completion_tokens = 0
+        opened, thinking_off = self._thinking(request)
         start = time.perf_counter()
         for i in range(s.n):
             seed = None if s.seed is None else s.seed + i
@@ -124,7 +190,13 @@ class LlamaCppAdapter:
             }
             if request.messages is not None:
                 messages = [{"role": m.role, "content": m.content} for m in request.messages]
-                out = llm.create_chat_completion(messages=messages, **common)
+                # create_chat_completion's own handler, given the template switch (a private table: a
+                # llama-cpp-python without it keeps thinking on, bounded by max_tokens as elsewhere)
+                handler = getattr(llm, "_chat_handlers", {}).get(llm.chat_format) if thinking_off else None
+                if handler is not None:
+                    out = handler(llama=llm, messages=messages, **{THINKING_SWITCH: False}, **common)
+                else:
+                    out = llm.create_chat_completion(messages=messages, **common)
                 texts.append(out["choices"][0]["message"]["content"] or "")
             else:
                 out = llm.create_completion(prompt=request.prompt, **common)
@@ -138,6 +210,7 @@ class LlamaCppAdapter:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             latency_s=time.perf_counter() - start,
+            opened_in_prompt=opened,
         )
 
     def _generate_sync(self, requests: Sequence[Request]) -> list[Completion]:

@@ -235,6 +235,14 @@ class OpenAICompatAdapter:
                 log.warning("model '%s' is not among %s listed by %s", self.ref.model, shown, url)
 
     def _payload(self, request: Request) -> dict[str, Any]:
+        """The request body. Thinking budgets (reasoning runs): `max_tokens` already holds the thinking
+        budget plus the answer budget, so a budget > 0 adds nothing; vendor budget fields (Anthropic's
+        `thinking.budget_tokens`, llama.cpp's `--reasoning-budget`, which is a server flag) are not sent
+        because a plain OpenAI-compatible server may answer them with HTTP 400. A budget of 0 on a chat
+        request sends `chat_template_kwargs: {"enable_thinking": false}`, which vLLM, SGLang and llama.cpp's
+        server pass to the chat template (Qwen3-style templates then write an empty think block); a server
+        that does not know the field ignores it or refuses it with a 4xx that names it. Runs without a
+        budget (None) send exactly what they sent before."""
         s = request.settings
         payload: dict[str, Any] = {
             "model": self.ref.model,
@@ -250,6 +258,8 @@ class OpenAICompatAdapter:
             payload["stop"] = list(s.stop)
         if request.messages is not None:
             payload["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+            if s.thinking_budget == 0:
+                payload["chat_template_kwargs"] = {"enable_thinking": False}
         else:
             payload["prompt"] = request.prompt
         return payload
@@ -296,12 +306,17 @@ class OpenAICompatAdapter:
             self._send_once(replace(request, settings=replace(s, n=1, seed=None if s.seed is None else s.seed + i)))
             for i in range(s.n)
         ))  # fmt: skip
+        reasonings = tuple(p.reasonings[0] if p.reasonings else None for p in parts)
+        counted = [p.reasoning_tokens for p in parts]
         return Completion(
             texts=tuple(p.text for p in parts),
             finish_reasons=tuple(p.finish_reasons[0] for p in parts),
             prompt_tokens=sum(p.prompt_tokens for p in parts),
             completion_tokens=sum(p.completion_tokens for p in parts),
             latency_s=max(p.latency_s for p in parts),
+            reasonings=reasonings if any(r is not None for r in reasonings) else (),
+            # A total only when every part reported one: a partial sum would pass for the whole.
+            reasoning_tokens=None if None in counted else sum(c for c in counted if c is not None),
         )
 
     async def _send_once(self, request: Request) -> Completion:

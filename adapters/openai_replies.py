@@ -4,6 +4,16 @@ A reply is hostile input. One that is not a valid completion (not JSON, no or em
 without `message`/`text`, `content` null or not a string, duplicate or missing indices, wrong types) is a
 MalformedReply, which the adapter retries like a 5xx and never returns as a sample (so it is never cached).
 Exactly one choice for n > 1 is the documented llama.cpp case (its server ignores `n`): FewerChoices.
+
+Reasoning servers (harness.reasoning, `--reasoning field|auto`) send the thinking beside the answer: a chat
+choice's `message.reasoning_content` (vLLM before 0.10's rename, llama.cpp's server with
+`--reasoning-format deepseek`, the DeepSeek API) or `message.reasoning` (newer vLLM, OpenRouter, NIM) becomes
+`Completion.reasonings` (None for a choice without one; `()` when no choice had one, so the stored record of
+a server that sends neither is unchanged), and `usage.completion_tokens_details.reasoning_tokens` becomes
+`Completion.reasoning_tokens` (0, which OpenAI sends for models that do not reason, counts as absent).
+They are held to the same rules as `content`: a value that is not a string (not a count) or holds a lone
+surrogate is a MalformedReply; their size counts toward the same reply cap, because the cap is on the whole
+body. Text completions (/v1/completions) have no such field.
 """
 
 from __future__ import annotations
@@ -48,18 +58,51 @@ def _raw_choice_text(choice: Mapping[str, Any], api: ApiKind, where: str) -> str
     content = message.get("content")
     if isinstance(content, str):
         return content  # "" is a completion: a model may end at once
-    reasoning = message.get("reasoning_content", message.get("reasoning"))
-    if content is None and isinstance(reasoning, str):
+    if content is None and _choice_reasoning(choice, api, where) is not None:
         return ""  # a reasoning server whose model spent every token thinking: the answer part is empty
     raise MalformedReply(f"{where} has 'content' of type {_type_name(content)}, not a string (no text)")
 
 
-def _count(usage: Mapping[str, Any], key: str) -> int:
+REASONING_KEYS = ("reasoning_content", "reasoning")  # the older name first: some servers send both
+
+
+def _choice_reasoning(choice: Mapping[str, Any], api: ApiKind, where: str) -> str | None:
+    """The server's separate thinking for one chat choice; None when it sent none."""
+    message = choice.get("message")
+    if api == "text" or not isinstance(message, dict):
+        return None
+    for key in REASONING_KEYS:
+        value = message.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise MalformedReply(f"{where} has '{key}' of type {_type_name(value)}, not a string")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedReply(
+                f"{where} has '{key}' with a lone UTF-16 surrogate escape, not text"
+            ) from None
+        return value
+    return None
+
+
+def _reasoning_tokens(usage: Mapping[str, Any]) -> int | None:
+    details = usage.get("completion_tokens_details")
+    if details is None:
+        return None
+    if not isinstance(details, dict):
+        raise MalformedReply(f"usage.completion_tokens_details is {_type_name(details)}, not an object")
+    # OpenAI reports 0 for every model that does not reason: that says nothing, and no record gains a key.
+    return _count(details, "reasoning_tokens", "usage.completion_tokens_details.") or None
+
+
+def _count(usage: Mapping[str, Any], key: str, prefix: str = "usage.") -> int:
     value = usage.get(key)
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise MalformedReply(f"usage.{key} is {value!r}, not a token count")
+        raise MalformedReply(f"{prefix}{key} is {value!r:.60}, not a token count")
     return value
 
 
@@ -78,7 +121,7 @@ def parse_completion(raw: bytes, api: ApiKind, n: int, latency_s: float) -> Comp
         raise MalformedReply(f"'choices' is {_type_name(choices)}, not a list")
     if not choices:
         raise MalformedReply("'choices' is empty")
-    picked: dict[int, tuple[str, str]] = {}
+    picked: dict[int, tuple[str, str, str | None]] = {}
     for position, choice in enumerate(choices):
         where = f"choice {position}"
         if not isinstance(choice, dict):
@@ -89,7 +132,11 @@ def parse_completion(raw: bytes, api: ApiKind, n: int, latency_s: float) -> Comp
         reason = choice.get("finish_reason")
         if reason is not None and not isinstance(reason, str):
             raise MalformedReply(f"{where} has finish_reason of type {_type_name(reason)}")
-        picked[index] = (_choice_text(choice, api, where), reason or "unknown")
+        picked[index] = (
+            _choice_text(choice, api, where),
+            reason or "unknown",
+            _choice_reasoning(choice, api, where),
+        )
     if len(picked) == 1 and n > 1:
         raise FewerChoices()
     if sorted(picked) != list(range(n)):
@@ -97,10 +144,13 @@ def parse_completion(raw: bytes, api: ApiKind, n: int, latency_s: float) -> Comp
     usage = body.get("usage") or {}
     if not isinstance(usage, dict):
         raise MalformedReply(f"'usage' is {_type_name(usage)}, not an object")
+    reasonings = tuple(picked[i][2] for i in range(n))
     return Completion(
         texts=tuple(picked[i][0] for i in range(n)),
         finish_reasons=tuple(picked[i][1] for i in range(n)),
         prompt_tokens=_count(usage, "prompt_tokens"),
         completion_tokens=_count(usage, "completion_tokens"),
         latency_s=latency_s,
+        reasonings=reasonings if any(r is not None for r in reasonings) else (),
+        reasoning_tokens=_reasoning_tokens(usage),
     )

@@ -21,6 +21,15 @@ class AdapterOptions:
     tensor_parallel_size: int = 1  # vllm: GPUs to shard over
     price_table: str | None = None  # tinker: JSON file overriding the built-in USD prices per 1M tokens
     max_reply_bytes: int | None = None  # endpoints: bytes read per reply; None: scaled by max_tokens x n
+    # Reasoning models: the open tag of a think block (harness.reasoning.ReasoningSpec.open_tag). Adapters that
+    # render the chat template themselves flag a prompt that ends inside it (Completion.opened_in_prompt).
+    think_open_tag: str = "<think>"
+
+
+def opens_thinking(prompt: str, open_tag: str) -> bool:
+    """Whether a rendered generation prompt ends inside an open think block (R1 distills, some Qwen3
+    templates end with `<think>\n`): the model's text then starts inside the thinking."""
+    return bool(open_tag) and prompt.rstrip().endswith(open_tag)
 
 
 def require_extra(module: str, extra: str, what: str) -> None:

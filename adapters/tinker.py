@@ -24,6 +24,13 @@ tokenizer has the chat tokens, so the harness uses the Llama-3 chat format; set 
 hub (Llama-3 from Tinker's ungated copy, as tinker-cookbook does), or from a local folder named by
 `HARNESS_TINKER_TOKENIZER` (offline machines).
 
+Reasoning: a request whose thinking budget is 0 on the `qwen3` renderer is rendered with
+`qwen3_disable_thinking` (tinker-cookbook's pair for hybrid Qwen3 models: an empty think block ends the
+prompt); its cache key differs (the budget is in the settings), so identity() keeps the configured renderer.
+A budget > 0 is inside max_tokens (Tinker has no separate thinking limit). The thinking that the renderer
+leaves out of the text (`<think>...</think>` of a finished turn) is kept as the completion's reasoning, and
+a prompt that ends inside an open think tag marks it `opened_in_prompt`.
+
 Accounting per request: prompt tokens = the prompt's `ModelInput.length`; completion tokens = the sum
 of the sampled sequences' lengths; `cost_usd` from harness.pricing (built-in Tinker prices, or
 `--price-table`). Without credentials the factory fails before any work; an unreachable service fails
@@ -43,6 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from adapters import tinker_service
 from adapters.common import truncate_at_stop
+from adapters.options import opens_thinking
 from adapters.tinker_renderers import (
     RENDERER_ENV,
     Renderer,
@@ -70,6 +78,8 @@ log = logging.getLogger("harness.tinker")
 T = TypeVar("T")
 
 DEFAULT_CONCURRENCY = 64
+THINKING_OFF_RENDERER = "qwen3_disable_thinking"  # for thinking budget 0 on `qwen3` (tinker-cookbook's name)
+PROMPT_TAIL_TOKENS = 16  # decoded to see whether a prompt ends inside an open think tag
 # After "Check the network...": creating a session waits at most CONNECT_TIMEOUT_S, capped by --timeout.
 TIMEOUT_ADVICE = (
     f"if it is only slow, raise --timeout (creating a session waits at most {CONNECT_TIMEOUT_S:g} s)."
@@ -89,8 +99,11 @@ class TinkerAdapter:
         timeout_s: float = 600.0,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         service_factory: Callable[[], Any] | None = None,
+        think_open_tag: str = "<think>",
     ) -> None:
         self.ref = ref
+        self.think_open_tag = think_open_tag
+        self._thinking_off: Renderer | None = None
         self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
         self.connect_timeout_s = min(connect_timeout_s, timeout_s)
@@ -167,9 +180,14 @@ class TinkerAdapter:
         self._renderer = Renderer(name, self._tokenizer)
         self._stop = self._renderer.get_stop_sequences()
 
-    def _ready_renderer(self) -> Renderer:
+    def _ready_renderer(self, request: Request | None = None) -> Renderer:
+        """The renderer for `request`: qwen3's disable-thinking twin when its thinking budget is 0."""
         if self._renderer is None:
             raise RuntimeError("TinkerAdapter used before preflight()")
+        if request is not None and request.settings.thinking_budget == 0 and self._renderer.name == "qwen3":
+            if self._thinking_off is None:
+                self._thinking_off = Renderer(THINKING_OFF_RENDERER, self._tokenizer)
+            return self._thinking_off
         return self._renderer
 
     def _limit(self, what: str) -> float:
@@ -192,7 +210,7 @@ class TinkerAdapter:
         import tinker
 
         if request.messages is not None:
-            return self._ready_renderer().build_generation_prompt(request.messages)
+            return self._ready_renderer(request).build_generation_prompt(request.messages)
         return tinker.ModelInput.from_ints(list(self._tokenizer.encode(request.prompt or "")))
 
     def _params(self, request: Request) -> tuple[Any, tuple[str, ...]]:
@@ -216,12 +234,22 @@ class TinkerAdapter:
         )
         return params, local
 
-    def _text(self, request: Request, tokens: list[int], local_stops: Sequence[str]) -> str:
+    def _text(
+        self, request: Request, tokens: list[int], local_stops: Sequence[str]
+    ) -> tuple[str, str | None]:
+        """(text, the thinking the renderer left out of it)."""
+        reasoning = None
         if request.messages is not None:
-            text = self._ready_renderer().parse_response(tokens)[0]
+            text, reasoning, _ = self._ready_renderer(request).parse_reasoned(tokens)
         else:
             text = str(self._tokenizer.decode(tokens, skip_special_tokens=True))
-        return truncate_at_stop(text, local_stops)[0] if local_stops else text
+        return (truncate_at_stop(text, local_stops)[0] if local_stops else text), reasoning
+
+    def _opens_thinking(self, request: Request, prompt: Any) -> bool:
+        if request.messages is None or not self.think_open_tag:
+            return False
+        tail = self._tokenizer.decode(list(prompt.to_ints())[-PROMPT_TAIL_TOKENS:])
+        return opens_thinking(str(tail), self.think_open_tag)
 
     def _semaphore(self) -> asyncio.Semaphore:
         if self._gate is None:
@@ -252,13 +280,17 @@ class TinkerAdapter:
         prompt_tokens = int(prompt.length)
         completion_tokens = sum(len(t) for t in token_lists)
         price = self.price()
+        parsed = [self._text(request, t, local_stops) for t in token_lists]
+        reasonings = tuple(reasoning for _, reasoning in parsed)
         return Completion(
-            texts=tuple(self._text(request, t, local_stops) for t in token_lists),
+            texts=tuple(text for text, _ in parsed),
             finish_reasons=tuple("length" if seq.stop_reason == "length" else "stop" for seq in sequences),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             latency_s=latency,
             cost_usd=0.0 if price is None else price.cost(prompt_tokens, completion_tokens),
+            reasonings=reasonings if any(r is not None for r in reasonings) else (),
+            opened_in_prompt=self._opens_thinking(request, prompt),
         )
 
     async def generate(self, requests: Sequence[Request]) -> list[Completion]:
@@ -279,4 +311,5 @@ def create_tinker_adapter(ref: TinkerRef | TinkerBaseRef, options: AdapterOption
         prices=prices,
         concurrency=options.concurrency or DEFAULT_CONCURRENCY,
         timeout_s=options.timeout_s,
+        think_open_tag=options.think_open_tag,
     )

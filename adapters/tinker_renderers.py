@@ -203,16 +203,25 @@ class Renderer:
 
     def parse_response(self, tokens: Sequence[int]) -> tuple[str, bool]:
         """(text, ended cleanly). Reasoning in <think>...</think> is left out of the text."""
+        text, _, ended = self.parse_reasoned(tokens)
+        return text, ended
+
+    def parse_reasoned(self, tokens: Sequence[int]) -> tuple[str, str | None, bool]:
+        """(text, the reasoning left out of it or None, ended cleanly): parse_response's split, with the
+        thinking kept (harness.reasoning stores it as the response's separate reasoning)."""
         tokens = list(tokens)
         if self.name == "role_colon":
             eos = self.tokenizer.eos_token_id
             ended = bool(tokens) and tokens[-1] == eos
             text = str(self.tokenizer.decode(tokens[:-1] if ended else tokens))
             parts = text.split("\n\nUser:")
-            return parts[0].removeprefix(" ").removesuffix("\n\n"), ended or len(parts) > 1
+            return parts[0].removeprefix(" ").removesuffix("\n\n"), None, ended or len(parts) > 1
         ended = self._end in tokens
         text = str(self.tokenizer.decode(tokens[: tokens.index(self._end)] if ended else tokens))
+        reasoning = None
         if ended and self.name != "llama3" and "</think>" in text:  # a truncated turn stays whole
-            text = text.partition("</think>")[2]
+            thought, _, text = text.partition("</think>")
+            reasoning = thought.partition("<think>")[2] if "<think>" in thought else thought
+            reasoning = reasoning.strip() or None  # an empty think block: nothing was thought
             text = text if self.name == "qwen3_instruct" else text.lstrip("\n")
-        return text, ended
+        return text, reasoning, ended

@@ -17,6 +17,10 @@ How it drives vLLM, and why (API facts checked against vllm-project/vllm sources
   and then tokenized WITHOUT special tokens and sent as token ids. The template already holds BOS; vLLM's
   own `LLM.chat` does exactly this (`tokenizer.encode(prompt, add_special_tokens=False)`), so no doubled
   BOS. Text requests are sent as strings (vLLM adds special tokens, like its completions API).
+  Reasoning: a thinking budget of 0 renders with `enable_thinking=False` (Qwen3-style templates); a budget
+  > 0 is already inside max_tokens, and SamplingParams' `thinking_token_budget` is not sent (older vLLM
+  lacks it; newer ones need a reasoning config). A prompt ending inside an open think tag marks its
+  completion `opened_in_prompt`.
 - Sampling maps GenerationSettings field by field (see `sampling_plan`). vLLM rejects `n > 1` with greedy
   sampling, so greedy `n > 1` becomes n separate greedy prompts (each really decoded, as llama.cpp does).
 - LoRA: `max_lora_rank` is the adapter's rank rounded up to a size vLLM accepts, and one
@@ -33,13 +37,13 @@ import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from adapters.common import folder_fingerprint
 from adapters.hub import HubSnapshot, fetch_snapshot, hub_id_for
-from adapters.options import AdapterOptions
+from adapters.options import AdapterOptions, opens_thinking
 from harness.checkpoints import VllmRef
 from harness.errors import EndpointError, MissingExtraError, UsageError
 from harness.types import Adapter, ApiKind, Completion, GenerationSettings, Message, Request
@@ -107,8 +111,15 @@ def sampling_plan(settings: GenerationSettings) -> SamplingPlan:
     return SamplingPlan(kwargs=kwargs, copies=s.n if greedy else 1)
 
 
-def chat_prompt_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
+def chat_prompt_ids(tokenizer: Any, messages: Sequence[Message], thinking_off: bool = False) -> list[int]:
     """Token ids of the chat-templated prompt, as vLLM's own LLM.chat builds them."""
+    return list(
+        tokenizer.encode(chat_prompt_text(tokenizer, messages, thinking_off), add_special_tokens=False)
+    )
+
+
+def chat_prompt_text(tokenizer: Any, messages: Sequence[Message], thinking_off: bool = False) -> str:
+    """The chat-templated prompt; `thinking_off` passes enable_thinking=False to the template."""
     no_template = UsageError(
         "This base model's tokenizer has no chat template, so chat requests cannot be formatted.",
         "Use an instruct/chat model (or one whose tokenizer_config.json sets chat_template).",
@@ -116,13 +127,16 @@ def chat_prompt_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
     if hasattr(tokenizer, "chat_template") and not tokenizer.chat_template:
         raise no_template
     conversation = [{"role": m.role, "content": m.content} for m in messages]
+    extra = {"enable_thinking": False} if thinking_off else {}
     try:
-        text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        text = tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=False, **extra
+        )
     except ValueError as error:  # transformers: "Cannot use chat template functions because ... not set"
         if "chat_template" in str(error) or "chat template" in str(error):
             raise no_template from error
         raise
-    return list(tokenizer.encode(text, add_special_tokens=False))
+    return str(text)
 
 
 def completion_from_outputs(outputs: Sequence[Any], latency_s: float = 0.0) -> Completion:
@@ -263,8 +277,10 @@ class VllmAdapter:
         max_model_len: int | None = None,
         base_hub: HubSnapshot | None = None,
         lora_hub: HubSnapshot | None = None,
+        think_open_tag: str = "<think>",
     ) -> None:
         self.api: ApiKind = "chat"
+        self.think_open_tag = think_open_tag
         self.batch_size = max(1, batch_size)
         self.model, base_label = resolve_base(base)
         if base_hub is not None:  # a downloaded snapshot: named by repository and commit, not its cache path
@@ -323,18 +339,24 @@ class VllmAdapter:
             self._sampling_cache[settings] = params
         return params
 
-    def _prompt(self, llm: Any, request: Request) -> Any:
-        if request.messages is not None:
-            return {"prompt_token_ids": chat_prompt_ids(llm.get_tokenizer(), request.messages)}
-        return request.prompt
+    def _prompt(self, llm: Any, request: Request) -> tuple[Any, bool]:
+        """(what LLM.generate gets, whether the prompt ends inside an open think tag)."""
+        if request.messages is None:
+            return request.prompt, False
+        tokenizer, off = llm.get_tokenizer(), request.settings.thinking_budget == 0
+        text = chat_prompt_text(tokenizer, request.messages, off)
+        ids = list(tokenizer.encode(text, add_special_tokens=False))
+        return {"prompt_token_ids": ids}, opens_thinking(text, self.think_open_tag)
 
     def _generate_sync(self, llm: Any, requests: Sequence[Request]) -> list[Completion]:
         prompts: list[Any] = []
         params: list[Any] = []
         copies: list[int] = []
+        opened: list[bool] = []
         for request in requests:
             count = sampling_plan(request.settings).copies
-            prompt, sp = self._prompt(llm, request), self._sampling_params(request.settings)
+            (prompt, ends_open), sp = self._prompt(llm, request), self._sampling_params(request.settings)
+            opened.append(ends_open)
             prompts.extend([prompt] * count)
             params.extend([sp] * count)
             copies.append(count)
@@ -355,8 +377,9 @@ class VllmAdapter:
                 "This is a bug; please report it.",
             )
         completions, offset = [], 0
-        for request, count in zip(requests, copies, strict=True):
+        for request, count, ends_open in zip(requests, copies, opened, strict=True):
             completion = completion_from_outputs(outputs[offset : offset + count], share)
+            completion = replace(completion, opened_in_prompt=ends_open) if ends_open else completion
             offset += count
             if len(completion.texts) != request.settings.n:
                 raise EndpointError(
@@ -401,4 +424,5 @@ def create_vllm_adapter(ref: VllmRef, options: AdapterOptions) -> Adapter:
         tensor_parallel_size=options.tensor_parallel_size,
         batch_size=options.batch_size or DEFAULT_BATCH_SIZE,
         max_model_len=options.n_ctx,
+        think_open_tag=options.think_open_tag,
     )

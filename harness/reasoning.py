@@ -44,9 +44,7 @@ class ReasoningSpec:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise UsageError(
-                f"Unknown reasoning mode '{self.mode}'.", f"Choose one of: {', '.join(MODES)}."
-            )
+            raise UsageError(f"Unknown reasoning mode '{self.mode}'.", f"Choose one of: {', '.join(MODES)}.")
         for name, tag in (("open", self.open_tag), ("close", self.close_tag)):
             if not tag or len(tag) > _MAX_TAG or tag != tag.strip() or "`" in tag:
                 raise UsageError(
@@ -149,8 +147,11 @@ def split_tags(text: str, open_tag: str, close_tag: str, opened_in_prompt: bool 
     """Thinking blocks out, answer left (see the module docstring for the rules)."""
     first_close, first_open = text.find(close_tag), _find_open(text, open_tag, 0)
     inside = opened_in_prompt or (
-        first_close != -1 and (first_open == -1 or first_close < first_open) and not _fence_open_at(text, first_close)
-    )  # fmt: skip
+        first_close != -1
+        and (first_open == -1 or first_close < first_open)
+        and not _fence_open_at(text, first_close)
+        and not _in_inline_code(text, first_close, close_tag)
+    )
     thinking: list[str] = []
     answer: list[str] = []
     found = inside
@@ -160,7 +161,7 @@ def split_tags(text: str, open_tag: str, close_tag: str, opened_in_prompt: bool 
             end = text.find(close_tag, at)
             if end == -1:
                 thinking.append(text[at:])
-                return ReasonedText("".join(thinking).strip(), None, "tags")
+                return ReasonedText(_joined(thinking), None, "tags")
             thinking.append(text[at:end])
             at, inside = end + len(close_tag), False
         else:
@@ -172,7 +173,13 @@ def split_tags(text: str, open_tag: str, close_tag: str, opened_in_prompt: bool 
             at, inside, found = start + len(open_tag), True, True
     if not found:
         return ReasonedText("", text.strip(), "none")
-    return ReasonedText("\n\n".join(t.strip() for t in thinking if t.strip()), "".join(answer).strip(), "tags")
+    # The answer keeps the text around the blocks as it was (IFEval counts paragraphs and spaces).
+    return ReasonedText(_joined(thinking), "".join(answer).strip(), "tags")
+
+
+def _joined(blocks: Sequence[str]) -> str:
+    """Thinking blocks, each stripped, a blank line between."""
+    return "\n\n".join(b.strip() for b in blocks if b.strip())
 
 
 def split_field(content: str, reasoning: str | None) -> ReasonedText:
@@ -215,9 +222,12 @@ def answer_view(spec: ReasoningSpec, completion: Completion) -> Completion:
     )
 
 
-def answer_text(spec: ReasoningSpec, text: str) -> str | None:
-    """The answer of one raw text (RL rewards, bridges): None when the thinking never closed."""
-    return split_tags(text, spec.open_tag, spec.close_tag).answer if spec.enabled else text
+def answer_text(spec: ReasoningSpec, text: str, opened_in_prompt: bool = False) -> str | None:
+    """The answer of one raw text with no server-side field (RL rewards, bridges): None when the thinking
+    never closed. `field` mode has no field here, so the text is taken as the server's content."""
+    if spec.mode in ("none", "field"):
+        return text
+    return split_tags(text, spec.open_tag, spec.close_tag, opened_in_prompt).answer
 
 
 def token_split(completion: Completion, parts: Sequence[ReasonedText]) -> tuple[float, float, str]:

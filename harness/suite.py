@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from harness.data import DataSource
-from harness.reasoning import NO_REASONING, ReasoningSpec, answer_view
+from harness.reasoning import NO_REASONING, ReasoningSpec, answer_text, answer_view
 from harness.stats import summarize
 from harness.types import ApiKind, Completion, GenerationSettings, Metric, Request, Sample, Score
 
@@ -22,11 +22,16 @@ class SuiteOptions:
     judge: str = "refusal-heuristic"  # safety suites: which judge decides refusal
     judge_checkpoint: str | None = None  # the judge model (wildguard), as any checkpoint reference
     judge_timeout_s: float = 600.0  # per request to the judge model
-    reasoning: ReasoningSpec = NO_REASONING  # how responses split into thinking and answer (harness.reasoning)
+    reasoning: ReasoningSpec = (
+        NO_REASONING  # how responses split into thinking and answer (harness.reasoning)
+    )
 
     @classmethod
     def of_run(
-        cls, suite_settings: Mapping[str, Any], judge_checkpoint: str | None = None, where: str = "the run manifest"
+        cls,
+        suite_settings: Mapping[str, Any],
+        judge_checkpoint: str | None = None,
+        where: str = "the run manifest",
     ) -> SuiteOptions:
         """The options a run was scored under, from its manifest's suite settings (judge and reasoning)."""
         return cls(
@@ -145,6 +150,20 @@ async def score_sample(suite: Suite, sample: Sample, completions: Sequence[Compl
     """The suite's verdict on the answers only: thinking is split off first (harness.reasoning), and a
     response that ended inside its thinking reaches the suite as "" marked `unanswered`."""
     return await suite.ascore(sample, [answer_view(suite.reasoning, c) for c in completions])
+
+
+def answer_rewards(suite: Suite, sample: Sample, texts: Sequence[str]) -> list[float]:
+    """reward() of raw sampled texts, on their answers only (suite.reasoning): a text whose thinking never
+    closed earns 0 and is never scored from the thinking, so an RL policy gains nothing by putting the
+    answer there or by running out of tokens mid-thought. Without reasoning, exactly suite.rewards()."""
+    if not suite.reasoning.enabled:
+        return (
+            suite.rewards(sample, list(texts)) if len(texts) > 1 else [float(suite.reward(sample, texts[0]))]
+        )
+    answers = [answer_text(suite.reasoning, text) for text in texts]
+    answered = [a for a in answers if a is not None]
+    scored = iter(suite.rewards(sample, answered) if answered else [])
+    return [0.0 if a is None else float(next(scored)) for a in answers]
 
 
 def scoring_slots(suite: Suite) -> int:

@@ -48,7 +48,9 @@ class GenerationSettings:
     def as_record(self) -> dict[str, Any]:
         record = asdict(self)
         record["stop"] = list(self.stop)
-        if self.thinking_budget is None:  # absent, so runs and cache keys from before budgets keep their hashes
+        if (
+            self.thinking_budget is None
+        ):  # absent, so runs and cache keys from before budgets keep their hashes
             del record["thinking_budget"]
         return record
 

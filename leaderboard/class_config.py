@@ -10,6 +10,9 @@ The staff own one small YAML file:
     judge: refusal-heuristic          # the safety judge
     versions: {gsm8k: "1.0"}          # optional: suite versions this class pins (default: this harness's)
     tie_rule: competition             # competition (1, 1, 3), dense (1, 1, 2) or earliest (first run wins)
+    reasoning: {mode: think-tags}     # optional: the reasoning mode every run is scored under (none,
+                                      #   think-tags, auto, field), with open_tag/close_tag and a
+                                      #   thinking_budget (tokens) if wanted; absent: none
 
 A row qualifies when every pinned suite has a complete run under exactly these settings: the run's
 settings hash equals the one `harness eval` computes for them (`expected_key`), so "qualifies" means
@@ -28,6 +31,7 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.readers import read_yaml
+from harness.reasoning import MODES, NO_REASONING, ReasoningSpec
 from harness.runs.catalog import CheckpointView, RunView
 from harness.types import GenerationSettings
 
@@ -38,7 +42,8 @@ TIE_RULES = {
 }
 CLASS_CONFIG_FILE = "leaderboard.yaml"  # in a site-data folder, `leaderboard add` reads it by itself
 GENERATION_KEYS = ("seed", "samples", "temperature", "top_p", "max_tokens")
-_KEYS = ("name", "suites", "limit", "generation", "judge", "versions", "tie_rule")
+_KEYS = ("name", "suites", "limit", "generation", "judge", "versions", "tie_rule", "reasoning")
+REASONING_KEYS = ("mode", "open_tag", "close_tag", "thinking_budget")
 _FIX = "See docs/leaderboard.md#class-configuration for every key."
 
 
@@ -51,9 +56,14 @@ class ClassConfig:
     judge: str = "refusal-heuristic"
     versions: Mapping[str, str] = field(default_factory=dict)
     tie_rule: str = "competition"
+    reasoning: ReasoningSpec = NO_REASONING  # every run scored under this reasoning mode
+    thinking_budget: int | None = None  # reasoning runs: tokens of thinking (None: each suite's default)
 
     def describe(self) -> dict[str, Any]:
         """What the site prints about the class."""
+        reasoning = None
+        if self.reasoning.enabled:
+            reasoning = {"mode": self.reasoning.describe(), "thinking_budget": self.thinking_budget}
         return {
             "name": self.name,
             "suites": list(self.suites),
@@ -62,6 +72,7 @@ class ClassConfig:
             "judge": self.judge,
             "versions": dict(self.versions),
             "tie_rule": self.tie_rule,
+            "reasoning": reasoning,
         }
 
 
@@ -104,6 +115,7 @@ def load_class_config(path: Path) -> ClassConfig:
     tie_rule = raw.get("tie_rule", "competition")
     if tie_rule not in TIE_RULES:
         raise bad("tie_rule", f"must be one of {', '.join(TIE_RULES)}")
+    reasoning, thinking_budget = _reasoning(raw.get("reasoning"), bad)
     config = ClassConfig(
         name=name.strip(),
         suites=tuple(suites),
@@ -112,9 +124,39 @@ def load_class_config(path: Path) -> ClassConfig:
         judge=judge,
         versions={str(k): str(v) for k, v in versions.items()},
         tie_rule=tie_rule,
+        reasoning=reasoning,
+        thinking_budget=thinking_budget,
     )
     expected_columns(config, path)  # unknown suites and versions this harness lacks fail here, not later
     return config
+
+
+def _reasoning(raw: Any, bad: Any) -> tuple[ReasoningSpec, int | None]:
+    """The `reasoning:` key: {mode, open_tag?, close_tag?, thinking_budget?} (absent or null: none)."""
+    if raw is None:
+        return NO_REASONING, None
+    if not isinstance(raw, dict):
+        raise bad("reasoning", "must be a mapping, e.g. {mode: think-tags, thinking_budget: 2048}")
+    unknown = sorted(str(k) for k in raw if k not in REASONING_KEYS)
+    if unknown:
+        raise bad(f"reasoning.{unknown[0]}", f"is not a key (known: {', '.join(REASONING_KEYS)})")
+    mode = raw.get("mode")
+    if mode not in MODES:
+        raise bad("reasoning.mode", f"must be one of {', '.join(MODES)}")
+    for key in ("open_tag", "close_tag"):
+        if key in raw and (mode not in ("think-tags", "auto") or not isinstance(raw[key], str)):
+            raise bad(f"reasoning.{key}", "is a string, and only for mode think-tags or auto")
+    try:
+        spec = ReasoningSpec(mode, raw.get("open_tag", "<think>"), raw.get("close_tag", "</think>"))
+    except UsageError as error:
+        raise bad("reasoning", f"is not usable: {error.problem.rstrip('.')}") from None
+    budget = raw.get("thinking_budget")
+    if budget is not None:
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
+            raise bad("reasoning.thinking_budget", "must be a non-negative integer (tokens)")
+        if not spec.enabled:
+            raise bad("reasoning.thinking_budget", "needs a reasoning mode other than none")
+    return spec, budget
 
 
 def _check_generation_value(key: str, value: Any, bad: Any) -> None:
@@ -149,11 +191,12 @@ def expected_columns(config: ClassConfig, source: Path | None = None) -> dict[st
     """Per pinned suite, the settings `harness eval` would run it under for this class."""
     from harness.api.evaluate import Generation
     from harness.runner import settings_hash_of
+    from harness.suite import SuiteOptions
     from suites import build_suites
 
     where = f"The class config {source}" if source else "The class config"
-    try:
-        suites = build_suites(config.suites).suites  # the default judge: its model is never needed here
+    try:  # the default judge (its model is never needed here), the class's reasoning (it is in the hash)
+        suites = build_suites(config.suites, SuiteOptions(reasoning=config.reasoning)).suites
     except UsageError as error:
         raise UsageError(f"{where}: {error.problem}", error.fix) from None
     overrides = class_generation(config)
@@ -168,7 +211,7 @@ def expected_columns(config: ClassConfig, source: Path | None = None) -> dict[st
         pinned = dict(suite.pinned_settings())
         if "judge" in pinned:
             pinned["judge"] = config.judge
-        settings = Generation(**overrides).apply(suite.default_settings())
+        settings = Generation(**overrides).for_suite(suite)  # with reasoning: the thinking budget added
         pinned = as_stored(pinned)
         out[suite.name] = ColumnSettings(
             suite=suite.name,
@@ -200,8 +243,11 @@ def column_of(run: RunView) -> ColumnSettings:
 
 
 def class_generation(config: ClassConfig) -> dict[str, Any]:
-    """The class's decoding overrides as `harness.api.Generation` keyword arguments."""
-    return {key: config.generation[key] for key in GENERATION_KEYS if key in config.generation}
+    """The class's decoding overrides (and thinking budget) as `harness.api.Generation` keyword arguments."""
+    out = {key: config.generation[key] for key in GENERATION_KEYS if key in config.generation}
+    if config.thinking_budget is not None:
+        out["thinking_budget"] = config.thinking_budget
+    return out
 
 
 def differences(run: RunView, column: ColumnSettings, whose: str = "class") -> list[str]:
@@ -219,6 +265,10 @@ def differences(run: RunView, column: ColumnSettings, whose: str = "class") -> l
     settings = as_stored(m.suite_settings)
     for key in sorted(set(settings) | set(column.suite_settings)):
         if settings.get(key) != column.suite_settings.get(key):
+            if key == "reasoning":
+                mine_text, theirs_text = _reasoning_texts(settings.get(key), column.suite_settings.get(key))
+                out.append(f"reasoning {mine_text} ({whose}: {theirs_text})")
+                continue
             what = "safety judge" if key == "judge" else f"suite setting {key}"
             out.append(
                 f"{what} {_show(settings.get(key))} ({whose}: {_show(column.suite_settings.get(key))})"
@@ -226,6 +276,26 @@ def differences(run: RunView, column: ColumnSettings, whose: str = "class") -> l
     if not out and run.comparability_key != column.key:
         out.append(f"settings hash {m.settings_hash} ({whose}: {column.settings_hash})")
     return out
+
+
+def _reasoning_texts(mine: Any, theirs: Any) -> tuple[str, str]:
+    """Two pinned reasoning settings as `think-tags` / `none` (tags when not the default ones; the parser
+    version when that is all that differs)."""
+
+    def text(value: Any, parser: bool) -> str:
+        if not isinstance(value, Mapping):
+            return _show(value)
+        words = [str(value.get("mode"))]
+        tags = (value.get("open_tag"), value.get("close_tag"))
+        if tags != (None, None) and tags != ("<think>", "</think>"):
+            words.append(_show(f"{tags[0]}...{tags[1]}"))
+        if parser:
+            words.append(f"parser {_show(value.get('parser'))}")
+        return " ".join(words)
+
+    if text(mine, False) != text(theirs, False):
+        return text(mine, False), text(theirs, False)
+    return text(mine, True), text(theirs, True)
 
 
 def _show(value: Any) -> str:
@@ -277,8 +347,9 @@ class ClassEval:
 
     suites: tuple[str, ...]
     limit: int | None
-    generation: Mapping[str, Any]  # harness.api.Generation keyword arguments
+    generation: Mapping[str, Any]  # harness.api.Generation keyword arguments (thinking_budget included)
     judge: str
+    reasoning: ReasoningSpec = NO_REASONING  # harness.suite.SuiteOptions(reasoning=...)
 
 
 def class_eval(
@@ -288,6 +359,7 @@ def class_eval(
     generation: Mapping[str, Any],
     judge: str | None,
     source: str = "--class",
+    reasoning: ReasoningSpec | None = None,
 ) -> ClassEval:
     """The class's settings, with the caller's explicit choices (None: not given) checked against them:
     a choice that differs would make the runs not qualify, so it is an error that names both values."""
@@ -307,5 +379,7 @@ def class_eval(
             raise conflict(f"--{key.replace('_', '-')}", value, pinned[key])
     if judge is not None and judge != config.judge:
         raise conflict("--judge", judge, config.judge)
+    if reasoning is not None and reasoning != config.reasoning:
+        raise conflict("--reasoning", reasoning.describe(), config.reasoning.describe())
     chosen = {k: v for k, v in generation.items() if v is not None} | pinned
-    return ClassEval(tuple(suites or config.suites), config.limit, chosen, config.judge)
+    return ClassEval(tuple(suites or config.suites), config.limit, chosen, config.judge, config.reasoning)

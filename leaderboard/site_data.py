@@ -114,10 +114,27 @@ def lineage_chain(
     return chain
 
 
+def reasoning_cell(run: RunView) -> dict[str, Any] | None:
+    """What thinking cost a reasoning run, for its index cell: the share that ended inside reasoning (no
+    answer) and the mean thinking length, in tokens (characters when the backend counted none)."""
+    summary = run.reasoning
+    if summary is None:
+        return None
+    counted = bool(summary.reasoning_tokens.mean or summary.answer_tokens.mean)
+    thinking = summary.reasoning_tokens if counted else summary.reasoning_chars
+    return {
+        "mode": summary.mode,
+        "ended": summary.ended_inside.value,
+        "n": summary.ended_inside.n,
+        "thinking": thinking.mean,
+        "unit": "tokens" if counted else "characters",
+    }
+
+
 def _cell(checkpoint_id: str, run: RunView, catalog: Catalog, refs: Mapping[str, RunView]) -> dict[str, Any]:
     metric = run.primary_metric()
     reason = incomparable_reason(run, refs.get(run.suite), catalog)
-    return {
+    cell: dict[str, Any] = {
         "metric": run.primary,
         "value": None if metric is None else metric.value,
         "lo": None if metric is None else metric.ci_low,
@@ -128,6 +145,10 @@ def _cell(checkpoint_id: str, run: RunView, catalog: Catalog, refs: Mapping[str,
         "judge": run.judge,
         "run": run_page(checkpoint_id, run.suite),
     }
+    reasoning = reasoning_cell(run)
+    if reasoning is not None:  # only reasoning runs carry it: other boards' data stay as they were
+        cell["reasoning"] = reasoning
+    return cell
 
 
 class SpotChecks:

@@ -34,6 +34,7 @@ from harness.errors import DataError
 from harness.runs.catalog import (
     RunView,
     parse_metrics,
+    parse_reasoning,
     read_json,
     registered_entries,
     team_of,
@@ -201,26 +202,29 @@ class _Table:
         manifest_record = read_json(run_dir / MANIFEST, "run manifest")
         manifest = Manifest.from_record(manifest_record, run_dir / MANIFEST)
         metrics_record = None
-        primary, metrics = "", dict[str, Metric]()
+        primary, metrics, reasoning = "", dict[str, Metric](), None
         if metrics_stamp is not None:
             metrics_record = read_json(run_dir / METRICS, "metrics file")
             primary, metrics = parse_metrics(metrics_record, run_dir / METRICS)
+            reasoning = parse_reasoning(metrics_record)
         if manifest_stamp is not None:  # a file that vanished while read is read again next time
             self.kept[key] = [manifest_stamp, metrics_stamp, self._packed(manifest_record),
                               None if metrics_record is None else self._packed(metrics_record)]  # fmt: skip
-        return RunView(run_dir=run_dir, manifest=manifest, primary=primary, metrics=metrics, team=team)
+        return RunView(run_dir, manifest, primary, metrics, team=team, reasoning=reasoning)
 
     def _from_entry(self, run_dir: Path, entry: list[Any], team: str | None) -> RunView | None:
         try:
             manifest = Manifest.from_record(self._unpacked(entry[2]), run_dir / MANIFEST)
-            primary, metrics = "", dict[str, Metric]()
+            primary, metrics, reasoning = "", dict[str, Metric](), None
             if entry[3] is not None:
-                primary, metrics = parse_metrics(self._unpacked(entry[3]), run_dir / METRICS)
+                metrics_record = self._unpacked(entry[3])
+                primary, metrics = parse_metrics(metrics_record, run_dir / METRICS)
+                reasoning = parse_reasoning(metrics_record)
             elif entry[1] is not None:
                 return None
         except (DataError, TypeError, ValueError, IndexError, KeyError, AttributeError):
             return None  # a malformed entry: the files are read instead
-        return RunView(run_dir=run_dir, manifest=manifest, primary=primary, metrics=metrics, team=team)
+        return RunView(run_dir, manifest, primary, metrics, team=team, reasoning=reasoning)
 
     def _packed(self, record: Mapping[str, Any]) -> list[Any]:
         """[[key, value or [index into values]], ...]: dicts and lists go into the shared table."""

@@ -7,6 +7,8 @@ Categories come from the sample's recorded fields: `subset`/`category` (safety),
 `<primary>_<category>` score keys (alice), the instruction ids (ifeval).
 Each response carries whether generation stopped at the token limit (finish reason "length": `cut`) and
 whether the page shows only its first DISPLAY_CHARS characters (`clipped`); the browser badges both.
+A reasoning run's record (its `reasoning` parts) shows each response as its answer (`responses`, null where
+the response ended inside its thinking) and its thinking (`thinking`) apart; the browser collapses the thinking.
 """
 
 from __future__ import annotations
@@ -87,6 +89,26 @@ def _responses(row: Mapping[str, Any]) -> tuple[list[str], list[bool], list[bool
     return texts, cut, clipped
 
 
+def _reasoned(row: Mapping[str, Any], n_texts: int) -> tuple[list[str | None], list[str], list[bool]] | None:
+    """(answers, thinking, clipped) of a reasoning run's record, one per response; None: no parts stored
+    (or not one per response: then the texts are shown whole)."""
+    parts = row.get("reasoning")
+    if not isinstance(parts, list) or not parts or len(parts) != n_texts:
+        return None
+    if not all(isinstance(part, dict) for part in parts):
+        return None
+    answers: list[str | None] = []
+    thinking: list[str] = []
+    clipped: list[bool] = []
+    for part in parts:
+        answer, reasoning = part.get("answer"), str(part.get("reasoning") or "")
+        answer = None if answer is None else str(answer)
+        answers.append(None if answer is None else answer[:DISPLAY_CHARS])
+        thinking.append(reasoning[:DISPLAY_CHARS])
+        clipped.append(len(reasoning) > DISPLAY_CHARS or len(answer or "") > DISPLAY_CHARS)
+    return answers, thinking, clipped
+
+
 def _light(row: Mapping[str, Any], sample_id: str, scores: Mapping[str, Any]) -> SampleRecord | None:
     """The light record (reports.paired_cache) of a row that SampleRecord.from_row reads without error."""
     extracted = row.get("extracted") or {}
@@ -159,6 +181,7 @@ def read_run_samples(
                 cats = _categories(row, run.primary)
                 extracted = {str(k): _text(v) for k, v in (row.get("extracted") or {}).items()}
                 responses, cut, clipped = _responses(row)
+                reasoned = _reasoned(row, len(responses))
                 if lights is not None:
                     lights.append(_light(row, sample_id, sample_scores))
             except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -167,22 +190,23 @@ def read_run_samples(
                 ) from None
             categories.update(cats)
             correct = score is not None and score >= CORRECT_AT
-            records.append(
-                {
-                    "id": sample_id,
-                    "prompt": str(row.get("prompt", "")),
-                    "target": str(row.get("target", "")),
-                    "responses": responses,
-                    "cut": cut,
-                    "clipped": clipped,
-                    "extracted": extracted,
-                    "scores": {str(k): v for k, v in sample_scores.items()},
-                    "s": score,
-                    "correct": correct,
-                    "verdict": extracted.get("verdict") or ("correct" if correct else "incorrect"),
-                    "cats": cats,
-                }
-            )
+            record: dict[str, Any] = {
+                "id": sample_id,
+                "prompt": str(row.get("prompt", "")),
+                "target": str(row.get("target", "")),
+                "responses": responses,
+                "cut": cut,
+                "clipped": clipped,
+                "extracted": extracted,
+                "scores": {str(k): v for k, v in sample_scores.items()},
+                "s": score,
+                "correct": correct,
+                "verdict": extracted.get("verdict") or ("correct" if correct else "incorrect"),
+                "cats": cats,
+            }
+            if reasoned is not None:  # the answers (what was scored) and the thinking, apart
+                record["responses"], record["thinking"], record["clipped"] = reasoned
+            records.append(record)
             ids.append(sample_id)
             scores.append(score)
             if strata is not None and stratum_field is not None:

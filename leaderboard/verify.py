@@ -12,6 +12,7 @@ per-sample scores and extracted values are kept, within MAX_EXTRACTED_CHARS.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 
 from harness.errors import DataError
 from harness.readers import MiB, parse_json
+from harness.reasoning import ReasonedText
 from harness.runs.manifest import Manifest
 from harness.runs.store import MANIFEST, METRICS, SAMPLES, SampleRecord
 from harness.suite import Suite
@@ -92,6 +94,13 @@ def _record(row: Any, where: str) -> SampleRecord:
         raise bad(f"a completion is malformed: {type(error).__name__}: {str(error)[:120]}") from None
     if len(parsed) != len(keys) or not all(c.texts for c in parsed):  # the runner writes one per request
         raise bad(f"{len(parsed)} responses for {len(keys)} requests, each with at least one text expected")
+    parts = row.get("reasoning") or []
+    if not isinstance(parts, list) or len(parts) > MAX_LIST * MAX_LIST:
+        raise bad("'reasoning' must be a list of thinking/answer splits")
+    try:
+        split = tuple(ReasonedText.from_record(part) for part in parts)
+    except ValueError as error:
+        raise bad(f"a thinking/answer split is malformed: {str(error)[:120]}") from None
     return SampleRecord(
         id=str(sample_id),
         prompt=str(row.get("prompt", ""))[:MAX_LINE_BYTES],
@@ -100,6 +109,7 @@ def _record(row: Any, where: str) -> SampleRecord:
         completions=parsed,
         scores={str(k): float(v) for k, v in scores.items()},
         extracted=dict(extracted),
+        reasoning=split,
     )
 
 
@@ -230,6 +240,7 @@ async def _rescored(
     suite: Suite, samples: Mapping[str, Sample], file: Path, shown: str
 ) -> tuple[list[Score], list[str]]:
     """Pass 3: the suite's scorer over the stored responses, a chunk at a time; (scores, differences)."""
+    from harness.reasoning_stats import record_parts
     from harness.suite import score_many
 
     out: list[Score] = []
@@ -255,6 +266,10 @@ async def _rescored(
                 for k in sorted(set(old.scores) | set(score.values))
                 if not same_number(old.scores.get(k), score.values.get(k))
             ]
+            if old.reasoning != record_parts(suite.reasoning, old.completions):
+                changed.append(
+                    "its stored thinking/answer split is not what the run's reasoning parser makes"
+                )
             if changed:
                 differ.append(f"{old.id} ({', '.join(changed)})")
             kept += _extracted_size(score)
@@ -316,6 +331,7 @@ def verify_run(run: Mapping[str, Any], files: Mapping[str, Path]) -> AcceptedRun
         metrics_path, file_metrics, recomputed, "recomputed from the per-sample scores in samples.jsonl"
     )
     del stored
+    _check_reasoning_claims(suite, metrics_file, samples_file, samples_path, metrics_path)
     needs_judge = suite.judge is not None and judge != SuiteOptions().judge
     note = f"scored by the model judge '{judge}', which is not run here" if needs_judge else ""
     if not needs_judge:
@@ -334,6 +350,28 @@ def verify_run(run: Mapping[str, Any], files: Mapping[str, Path]) -> AcceptedRun
     return AcceptedRun(
         base, manifest.checkpoint, suite.name, len(samples), primary, value, not needs_judge, note
     )
+
+
+def _check_reasoning_claims(
+    suite: Suite, metrics_file: Mapping[str, Any], samples_file: Path, samples_path: str, metrics_path: str
+) -> None:
+    """The "ended inside reasoning" share and thinking lengths a bundle shows must be the ones its stored
+    responses give under the run's reasoning parser; a run without reasoning claims none."""
+    from harness.reasoning_stats import summarize_reasoning
+
+    claimed = metrics_file.get("reasoning")
+    if not suite.reasoning.enabled:
+        if claimed is not None:
+            raise reject(f"{metrics_path} has a reasoning block, but the run was made without --reasoning.")
+        return
+    records = [record for _, record, _ in iter_records(samples_file, samples_path)]
+    summary = summarize_reasoning(suite.reasoning, records)
+    computed = json.loads(json.dumps(None if summary is None else summary.to_record()))  # as written
+    if claimed != computed:
+        raise reject(
+            f"{metrics_path}: its reasoning block (ended inside reasoning, thinking lengths) is not what the "
+            f"stored responses give under the run's reasoning parser ({suite.reasoning.describe()})."
+        )
 
 
 def _metrics(suite: Suite, scores: Sequence[Score], shown: str) -> dict[str, Any]:

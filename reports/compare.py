@@ -33,6 +33,7 @@ from harness.gating.paired import (
     paired_delta,
     sign_flip_test,
 )
+from harness.reasoning import ReasonedText
 from harness.runs.catalog import Catalog, CheckpointView, RunView
 from harness.runs.scores import score_key
 from harness.runs.store import SampleRecord
@@ -53,6 +54,9 @@ class FlippedExample:
     direction: Literal["improved", "regressed"]
     extracted_a: Mapping[str, str | None] = field(default_factory=dict)
     extracted_b: Mapping[str, str | None] = field(default_factory=dict)
+    # Reasoning runs: each side's responses split into thinking and answer (SampleRecord.reasoning).
+    parts_a: tuple[ReasonedText, ...] = ()
+    parts_b: tuple[ReasonedText, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,8 @@ def _flips(pairs: PairedScores) -> tuple[FlippedExample, ...]:
                 direction="improved" if y > x else "regressed",
                 extracted_a=dict(ra.extracted),
                 extracted_b=dict(rb.extracted),
+                parts_a=ra.reasoning,
+                parts_b=rb.reasoning,
             )
         )
     return tuple(out)

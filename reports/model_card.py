@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import DataError
+from harness.reasoning import ReasoningSpec
 from harness.runs.catalog import CheckpointView, RunView
 
 PLACEHOLDER = "NOT PROVIDED: fill this in (registry entry details or --card FILE)"
@@ -68,6 +69,10 @@ class RunSettings:
     tokens: str
     created_at: str
     platform: str
+    primary: str = ""
+    # USD per percentage point of the primary metric: completion tokens (so thinking, for a reasoning run)
+    # priced by the adapter; None when the run cost nothing or scored 0.
+    cost_per_point: float | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class ModelCard:
     runs: tuple[RunSettings, ...]
     total_cost_usd: float
     card_file: str | None
+    reasoning: tuple[str, ...] = ("none",)  # the subject's reasoning modes (with thinking budgets)
 
     @property
     def missing(self) -> list[str]:
@@ -196,13 +202,16 @@ def _run_settings(label: str, run: RunView) -> RunSettings:
     m = run.manifest
     g = m.generation
     stop = f", stop={len(g.stop)} strings" if g.stop else ""
+    budget = "" if g.thinking_budget is None else f" (thinking_budget={g.thinking_budget} of them)"
+    metric = run.primary_metric()
+    points = None if metric is None or metric.value is None else 100 * metric.value
     return RunSettings(
         checkpoint=label,
         suite=m.suite,
         version=m.suite_version,
         settings_hash=m.settings_hash,
         pinned="; ".join(f"{k}={_flat(v)}" for k, v in sorted(m.suite_settings.items())),
-        generation=f"max_tokens={g.max_tokens}, temperature={g.temperature}, top_p={g.top_p}, n={g.n}{stop}",
+        generation=f"max_tokens={g.max_tokens}{budget}, temperature={g.temperature}, top_p={g.top_p}, n={g.n}{stop}",
         seed=g.seed,
         limit=m.limit,
         samples=f"{m.n_samples}/{m.n_total}",
@@ -215,7 +224,24 @@ def _run_settings(label: str, run: RunView) -> RunSettings:
         tokens=f"{m.prompt_tokens} prompt / {m.completion_tokens} completion",
         created_at=m.created_at,
         platform=f"Python {m.python}, {m.platform}",
+        primary=run.primary,
+        cost_per_point=m.cost_usd / points if points and m.cost_usd > 0 else None,
     )
+
+
+def reasoning_modes(checkpoint: CheckpointView) -> tuple[str, ...]:
+    """How the checkpoint's runs split thinking from answers: 'none', or each mode with its budget."""
+    modes: list[str] = []
+    for run in checkpoint.runs.values():
+        budget = run.manifest.generation.thinking_budget
+        try:
+            mode = ReasoningSpec.from_pinned(run.manifest.suite_settings).describe()
+        except DataError:  # a parser this harness does not have: its recorded name
+            mode = str(dict(run.manifest.suite_settings.get("reasoning") or {}).get("mode"))
+        text = mode if budget is None else f"{mode} (thinking budget {budget} tokens)"
+        if text not in modes:
+            modes.append(text)
+    return tuple(modes) or ("none",)
 
 
 def build_card(
@@ -266,4 +292,5 @@ def build_card(
         runs=runs,
         total_cost_usd=sum(r.cost_usd for r in runs),
         card_file=None if card_file is None else str(card_file),
+        reasoning=reasoning_modes(subject),
     )

@@ -8,6 +8,7 @@ A suite's other headline metrics can move while the primary does not (IFEval: st
 loose stays), so when samples kept their primary value but changed another per-sample value, the changes
 are counted per value and those samples are shown too (a change on a win or loss is shown with it). Examples keep the order of the run's samples file,
 so a report is reproducible; long texts are clipped for display (the full text stays in samples.jsonl).
+A reasoning run's side shows its answer (what was scored) and its thinking apart, clipped shorter.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from harness.reasoning import ReasonedText
 from harness.runs.catalog import Catalog, CheckpointView, RunView
 from harness.runs.scores import score_key
 from harness.runs.store import SampleRecord
@@ -22,6 +24,8 @@ from harness.stats import json_number
 from reports.compare import FlippedExample, SuiteComparison, compare_checkpoints
 
 MAX_CHARS = 2000
+MAX_THINKING_CHARS = 1000  # of a reasoning run's thinking (the report collapses it)
+NO_ANSWER = "(no answer: the response ended inside its reasoning, so it scored 0)"
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,24 @@ class DeltaRow:
 
 @dataclass(frozen=True)
 class Side:
-    text: str
+    text: str  # the response; a reasoning run's answer
     truncated: bool
     score: float
     verdict: str
     extracted: str
+    thinking: str | None = None  # a reasoning run's thinking, clipped to MAX_THINKING_CHARS
+    thinking_chars: int = 0  # its whole length
+
+
+def _side(text: str, parts: tuple[ReasonedText, ...], score: float, verdict: str, extracted: str) -> Side:
+    """One checkpoint's response: the first, split into thinking and answer when the run had reasoning."""
+    if not parts:
+        clipped, cut = _clip(text)
+        return Side(clipped, cut, score, verdict, extracted)
+    first = parts[0]
+    answer, cut = _clip(NO_ANSWER if first.answer is None else first.answer)
+    thinking = first.reasoning[:MAX_THINKING_CHARS]
+    return Side(answer, cut, score, verdict, extracted, thinking, len(first.reasoning))
 
 
 @dataclass(frozen=True)
@@ -110,16 +127,14 @@ def _extracted(values: Mapping[str, str | None]) -> str:
 
 def _example(suite: str, flip: FlippedExample) -> Example:
     prompt, prompt_cut = _clip(flip.prompt)
-    text_a, cut_a = _clip(flip.response_a)
-    text_b, cut_b = _clip(flip.response_b)
     return Example(
         suite=suite,
         sample_id=flip.sample_id,
         prompt=prompt,
         prompt_truncated=prompt_cut,
         target=flip.target[:MAX_CHARS],
-        a=Side(text_a, cut_a, flip.score_a, flip.verdict_a, _extracted(flip.extracted_a)),
-        b=Side(text_b, cut_b, flip.score_b, flip.verdict_b, _extracted(flip.extracted_b)),
+        a=_side(flip.response_a, flip.parts_a, flip.score_a, flip.verdict_a, _extracted(flip.extracted_a)),
+        b=_side(flip.response_b, flip.parts_b, flip.score_b, flip.verdict_b, _extracted(flip.extracted_b)),
     )
 
 
@@ -152,9 +167,9 @@ def _values_text(keys: list[str], record: SampleRecord) -> str:
 def _record_example(suite: str, keys: list[str], ra: SampleRecord, rb: SampleRecord) -> Example:
     def side(record: SampleRecord) -> Side:
         texts = record.completions[0].texts if record.completions else ()
-        text, cut = _clip(texts[0] if texts else "")
         score = record.scores[keys[0]]
-        return Side(text, cut, score, _values_text(keys, record), _extracted(record.extracted))
+        values = _values_text(keys, record)
+        return _side(texts[0] if texts else "", record.reasoning, score, values, _extracted(record.extracted))
 
     prompt, prompt_cut = _clip(ra.prompt)
     return Example(suite, ra.id, prompt, prompt_cut, ra.target[:MAX_CHARS], side(ra), side(rb))

@@ -33,6 +33,7 @@ from reports.sections import (
     is_safety,
     length_row,
     metric_tables,
+    reasoning_note,
     refusal_section,
 )
 from reports.select import Selection, select
@@ -187,6 +188,7 @@ def build_report(
                     next((r for t in ct.suites if t.suite == s for r in t.rows if r.primary), None)
                     for s in suites
                 ],
+                [next((reasoning_note(t.reasoning) for t in ct.suites if t.suite == s), "") for s in suites],
             )
             for ct in tables
         ],

@@ -2,7 +2,8 @@
 
 Everything is read from the runs' metrics files and per-sample records; nothing is recomputed with a
 model. Lengths count characters of every response text; completion tokens are what the adapter reported
-per request (adapters that report none, such as `replay:`, show n/a).
+per request (adapters that report none, such as `replay:`, show n/a), thinking included. Reasoning runs
+add what thinking cost (metrics.json's "reasoning" block: harness.reasoning_stats) beside each suite.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from harness.reasoning_stats import ReasoningSummary, TokenStats
 from harness.runs.catalog import Catalog, CheckpointView, RunView
 from harness.runs.store import SampleRecord
 from harness.types import Metric
@@ -51,6 +53,7 @@ class SuiteTable:
     run_dir: str
     rows: tuple[MetricRow, ...]  # top-level metrics, primary first
     breakdown: tuple[MetricRow, ...]  # per-category metrics (names with '/')
+    reasoning: ReasoningSummary | None = None  # reasoning runs: ended inside reasoning, thinking lengths
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,26 @@ def suite_table(run: RunView, catalog: Catalog) -> SuiteTable:
         run_dir=str(run.run_dir),
         rows=tuple(rows),
         breakdown=tuple(breakdown),
+        reasoning=run.reasoning,
     )
+
+
+def reasoning_note(summary: ReasoningSummary | None) -> str:
+    """A short note for a summary cell: 'ended inside reasoning 33.3%; thinking 812 tokens (mean)'."""
+    if summary is None:
+        return ""
+    rate = summary.ended_inside.value
+    share = "-" if rate is None else f"{100 * rate:.1f}%"
+    thinking, unit = reasoning_lengths(summary)
+    mean = "-" if thinking.mean is None else f"{thinking.mean:g}"
+    return f"ended inside reasoning {share}; thinking {mean} {unit} (mean)"
+
+
+def reasoning_lengths(summary: ReasoningSummary) -> tuple[TokenStats, str]:
+    """Thinking lengths in tokens, or in characters when the backend counted no tokens (as describe())."""
+    if summary.reasoning_tokens.mean or summary.answer_tokens.mean:
+        return summary.reasoning_tokens, "tokens"
+    return summary.reasoning_chars, "characters"
 
 
 def metric_tables(order: Sequence[CheckpointView], catalog: Catalog) -> list[CheckpointTables]:

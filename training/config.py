@@ -125,6 +125,11 @@ class RlConfig:
         "dynamic sampling: rounds of extra prompts before a step goes ahead short", 3
     )
     updates_per_batch: int = doc("gradient steps on each sampled batch (1 = on-policy)", 1)
+    reasoning: Literal["none", "think-tags"] = doc(
+        "think-tags: rewards score the text after the <think>...</think> blocks; a completion whose "
+        "thinking never closed earns 0 (README: Evaluating reasoning models)",
+        "none",
+    )
 
     def __post_init__(self) -> None:
         if self.group_size < 2:

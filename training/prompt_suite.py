@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.data import DataSource
 from harness.errors import DataError, UsageError
-from harness.suite import LoadedData, Suite, SuiteDefaults, mean_metrics
+from harness.suite import LoadedData, Suite, SuiteDefaults, answer_rewards, mean_metrics
 from harness.types import ApiKind, Completion, GenerationSettings, Metric, Request, Sample, Score
 from training.prompts import RlPrompt
 
@@ -51,10 +51,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def completion_rewards(suite: Suite, sample: Sample, texts: Sequence[str]) -> list[float]:
-    """The suite's reward of every text; a suite with a batch `execute()` (MBPP) runs them together."""
-    if len(texts) > 1:
-        return suite.rewards(sample, list(texts))
-    return [float(suite.reward(sample, text)) for text in texts]
+    """The suite's reward of every text (answers only when the suite parses reasoning); a suite with a
+    batch `execute()` (MBPP) runs them together."""
+    return answer_rewards(suite, sample, texts)
 
 
 class PromptSuite(SuiteDefaults):
@@ -179,7 +178,7 @@ class PromptSuite(SuiteDefaults):
 
     def reward(self, sample: Sample, text: str) -> float:
         prompt = self.prompt(sample.id)
-        return float(self.suites[prompt.suite].reward(prompt.sample, text))
+        return answer_rewards(self.suites[prompt.suite], prompt.sample, [text])[0]
 
     def gold_response(self, sample: Sample) -> str | None:
         prompt = self.prompt(sample.id)

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from harness.reasoning import NO_REASONING, ReasoningSpec
+from harness.suite import SuiteOptions, answer_rewards
 from harness.types import GenerationSettings, Message
 from training.backend import StepLog, learning_rate_at
 from training.config import RlConfig, StageConfig
@@ -103,19 +105,23 @@ def rollout_data(
 
 
 async def score_groups(
-    prompts: Sequence[RlPrompt], samples: Sequence[Sequence[SampledCompletion]]
+    prompts: Sequence[RlPrompt],
+    samples: Sequence[Sequence[SampledCompletion]],
+    reasoning: ReasoningSpec = NO_REASONING,
 ) -> list[Group]:
-    """Each completion scored by its suite's reward(), in worker threads (the code sandbox is slow)."""
+    """Each completion scored by its suite's reward() on its answer (harness.suite.answer_rewards), in
+    worker threads (the code sandbox is slow)."""
     from suites import get_suite
 
-    suites = {name: get_suite(name) for name in {p.suite for p in prompts}}
+    options = SuiteOptions(reasoning=reasoning)
+    suites = {name: get_suite(name, options) for name in {p.suite for p in prompts}}
 
     async def score(prompt: RlPrompt, completions: Sequence[SampledCompletion]) -> Group:
         suite = suites[prompt.suite]
-        rewards = await asyncio.gather(
-            *(asyncio.to_thread(suite.reward, prompt.sample, c.text) for c in completions)
+        rewarded = await asyncio.gather(
+            *(asyncio.to_thread(answer_rewards, suite, prompt.sample, [c.text]) for c in completions)
         )
-        return Group(prompt, tuple(completions), tuple(float(r) for r in rewards))
+        return Group(prompt, tuple(completions), tuple(float(r[0]) for r in rewarded))
 
     return list(await asyncio.gather(*(score(p, s) for p, s in zip(prompts, samples, strict=True))))
 
@@ -170,7 +176,7 @@ async def run_grpo(
                 outputs = await policy.sample([tokens[batch[i].sample.id] for i in indices], settings)
                 for i, output in zip(indices, outputs, strict=True):
                     completions[i] = output
-            groups = await score_groups(batch, completions)
+            groups = await score_groups(batch, completions, ReasoningSpec(rl.reasoning))
             sampled += sum(len(g.completions) for g in groups)
             for group in groups:
                 all_rewards.extend(group.rewards)

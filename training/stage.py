@@ -257,7 +257,7 @@ def evaluate_checkpoint(entry: CheckpointEntry, request: TrainRequest, plan: Cla
     _say(quiet, f"evaluating {entry.name} on {', '.join(plan.suites)}")
     results = evaluate(
         entry.reference, list(plan.suites), limit=plan.limit, runs=root, data_dir=data.data_dir,
-        generation=Generation(**plan.generation), scoring=SuiteOptions(plan.judge),
+        generation=Generation(**plan.generation), scoring=SuiteOptions(plan.judge, reasoning=plan.reasoning),
         backend=AdapterOptions(batch_size=ev.batch_size, device=request.config.device),
         progress=not quiet,
     )  # fmt: skip

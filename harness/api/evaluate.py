@@ -81,7 +81,9 @@ class Generation:
         """The overrides that reproduce `settings` on any suite with the same pins."""
         budget = settings.thinking_budget
         answer_tokens = settings.max_tokens - (budget or 0)
-        return cls(settings.seed or 0, settings.n, settings.temperature, settings.top_p, answer_tokens, budget)
+        return cls(
+            settings.seed or 0, settings.n, settings.temperature, settings.top_p, answer_tokens, budget
+        )
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,11 @@ async def evaluate_suites(
         EvalSpec(ref, suite, settings, limit, data, root, cache, fresh, lineage=lineage)
         for suite, settings in plans
     ]
+    reasoning = next((suite.reasoning for suite, _ in plans if suite.reasoning.enabled), None)
+    if reasoning is not None:  # local templates mark a prompt that ends inside this open tag
+        from adapters.options import AdapterOptions
+
+        backend = replace(backend or AdapterOptions(), think_open_tag=reasoning.open_tag)
     adapter = create_adapter(ref, backend)
     done: list[SuiteRun] = []
     try:

@@ -30,10 +30,12 @@ def _pandas() -> Any:
 
 
 def metrics_frame(runs: Sequence[RunView]) -> pandas.DataFrame:
-    """One row per (run, metric); values are fractions (0.5 = 50%), None where not a number."""
+    """One row per (run, metric); values are fractions (0.5 = 50%), None where not a number. A reasoning
+    run adds its `ended_inside_reasoning` share (never primary: it is what thinking cost, not a score)."""
     rows = []
     for run in runs:
-        for name, m in run.metrics.items():
+        extra = {} if run.reasoning is None else {run.reasoning.ended_inside.name: run.reasoning.ended_inside}
+        for name, m in {**run.metrics, **extra}.items():
             where = (name == run.primary, run.manifest.settings_hash, str(run.run_dir))
             rows.append((run.manifest.checkpoint, run.suite, name, m.value, m.stderr, m.ci_low, m.ci_high, m.n,
                          m.ci_method, *where))  # fmt: skip
@@ -42,7 +44,8 @@ def metrics_frame(runs: Sequence[RunView]) -> pandas.DataFrame:
 
 def samples_frame(runs: Sequence[RunView]) -> pandas.DataFrame:
     """One row per sample: its prompt, target, first response, every per-sample score (`score.NAME`)
-    and every extracted value (`extracted.NAME`)."""
+    and every extracted value (`extracted.NAME`). Reasoning runs add the first response's `reasoning`
+    (its thinking) and `answer` (None: it ended inside its thinking, so had no answer)."""
     rows: list[dict[str, Any]] = []
     for run in runs:
         for record in run.samples():
@@ -55,6 +58,8 @@ def samples_frame(runs: Sequence[RunView]) -> pandas.DataFrame:
                 "response": record.completions[0].text if record.completions else None,
                 "n_responses": sum(len(c.texts) for c in record.completions),
             }
+            if record.reasoning:
+                row.update(reasoning=record.reasoning[0].reasoning, answer=record.reasoning[0].answer)
             row.update({f"score.{k}": v for k, v in record.scores.items()})
             row.update({f"extracted.{k}": v for k, v in record.extracted.items()})
             row["run_dir"] = str(run.run_dir)

@@ -37,6 +37,8 @@ _OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
 }
 RUNS_DIR_OPTION = "runs_dir"  # where the checkpoint registry lives (STAGE:TAG references)
 KNOWN_OPTIONS = (*_OPTION_TYPES, RUNS_DIR_OPTION)
+# Taken out before split_options by harness.bridges.reasoning_options; named here for the error's list.
+REASONING_OPTIONS = ("reasoning", "think_open", "think_close")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ def split_options(raw: Mapping[str, Any], what: str) -> tuple[dict[str, Any], Pa
     if unknown:
         raise UsageError(
             f"Unknown {what} option(s) for the harness bridge: {', '.join(unknown)}.",
-            f"Known: {', '.join(KNOWN_OPTIONS)}.",
+            f"Known: {', '.join((*KNOWN_OPTIONS, *REASONING_OPTIONS))}.",
         )
     options: dict[str, Any] = {}
     for key, convert in _OPTION_TYPES.items():

@@ -8,6 +8,11 @@ reference survives as the model name: `harness/http://127.0.0.1:8080/v1#m`, `har
 `harness/sft:latest`. Model args (`-M key=value`) are AdapterOptions fields plus `runs_dir` (where the
 checkpoint registry lives for STAGE:TAG references); see harness.bridges.KNOWN_OPTIONS.
 
+Reasoning models: `-M reasoning=think-tags|auto|field` (and `-M think_open=... -M think_close=...`) split
+each response (harness.bridges.reasoning_options): the thinking comes back as a `ContentReasoning` part
+and the answer as a `ContentText` part, so scorers read the answer (`output.completion`) and the log shows
+both. A response whose thinking never closed has the answer "" and `stop_details` saying so.
+
 Lifecycle: the adapter is built in the constructor (a bad reference or missing extra fails at once),
 preflighted on the first generate, and bound to that event loop. inspect does not close models that
 `inspect eval` creates, so a run-end hook closes every open adapter; a later run (a memoized model in
@@ -28,10 +33,14 @@ from inspect_ai.model import (
     ChatMessageSystem,
     ChatMessageTool,
     ChatMessageUser,
+    Content,
+    ContentReasoning,
+    ContentText,
     GenerateConfig,
     ModelAPI,
     ModelOutput,
     ModelUsage,
+    StopDetails,
     StopReason,
     modelapi,
 )
@@ -39,7 +48,9 @@ from inspect_ai.tool import ToolChoice, ToolInfo
 
 from harness.batching import RequestBatcher
 from harness.bridges import OpenedCheckpoint, cut_at_stop, open_checkpoint
+from harness.bridges.reasoning_options import answer_for_peer, backend_settings, reasoning_from_options
 from harness.errors import UsageError
+from harness.reasoning import NO_REASONING, ReasonedText, ReasoningSpec, split_completion
 from harness.types import Completion, GenerationSettings, Message, Request
 
 # inspect leaves max_tokens to the provider when the task and CLI say nothing; its own hf provider
@@ -111,14 +122,49 @@ def stop_reason(finish_reason: str) -> StopReason:
     return _STOP_REASONS.get(finish_reason.lower(), "unknown")
 
 
-def to_output(model: str, identity: str, completion: Completion, stops: tuple[str, ...]) -> ModelOutput:
-    choices = [
-        ChatCompletionChoice(
-            message=ChatMessageAssistant(content=cut_at_stop(text, stops), model=model, source="generate"),
-            stop_reason=stop_reason(reason),
-        )
-        for text, reason in zip(completion.texts, completion.finish_reasons, strict=True)
-    ]
+# inspect's StopReason literal has no "ended inside reasoning": the backend's reason stays ("max_tokens"
+# when it hit the limit) and stop_details says why there is no answer.
+ENDED_INSIDE_REASONING = "ended_inside_reasoning"
+_ENDED_INSIDE_EXPLANATION = "The response ended inside its reasoning (the thinking never closed): no answer."
+
+
+def _choice(model: str, part: ReasonedText, reason: str, stops: tuple[str, ...]) -> ChatCompletionChoice:
+    """One split response: thinking as ContentReasoning, then the answer (the only text scorers read)."""
+    content: list[Content] = [ContentText(text=answer_for_peer(part, stops))]
+    if part.reasoning:
+        content.insert(0, ContentReasoning(reasoning=part.reasoning))
+    return ChatCompletionChoice(
+        message=ChatMessageAssistant(content=content, model=model, source="generate"),
+        stop_reason=stop_reason(reason),
+        stop_details=StopDetails(type=ENDED_INSIDE_REASONING, explanation=_ENDED_INSIDE_EXPLANATION)
+        if part.ended_inside_reasoning
+        else None,
+    )
+
+
+def to_output(
+    model: str,
+    identity: str,
+    completion: Completion,
+    stops: tuple[str, ...],
+    reasoning: ReasoningSpec = NO_REASONING,
+) -> ModelOutput:
+    if reasoning.enabled:
+        parts = split_completion(reasoning, completion)
+        choices = [
+            _choice(model, part, reason, stops)
+            for part, reason in zip(parts, completion.finish_reasons, strict=True)
+        ]
+    else:
+        choices = [
+            ChatCompletionChoice(
+                message=ChatMessageAssistant(
+                    content=cut_at_stop(text, stops), model=model, source="generate"
+                ),
+                stop_reason=stop_reason(reason),
+            )
+            for text, reason in zip(completion.texts, completion.finish_reasons, strict=True)
+        ]
     return ModelOutput(
         model=model,
         choices=choices,
@@ -126,6 +172,7 @@ def to_output(model: str, identity: str, completion: Completion, stops: tuple[st
             input_tokens=completion.prompt_tokens,
             output_tokens=completion.completion_tokens,
             total_tokens=completion.prompt_tokens + completion.completion_tokens,
+            reasoning_tokens=completion.reasoning_tokens,
             total_cost=completion.cost_usd or None,
         ),
         time=completion.latency_s,
@@ -151,7 +198,7 @@ class HarnessModelAPI(ModelAPI):
                 "Put the endpoint in the reference (harness/http://HOST:PORT/v1#MODEL) and name the key's "
                 "variable with -M api_key_env=VAR.",
             )
-        self._model_args = dict(model_args)
+        self._reasoning, self._model_args = reasoning_from_options(model_args, "-M")
         self._opened: OpenedCheckpoint | None = open_checkpoint(model_name, self._model_args, "-M")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batcher: RequestBatcher | None = None
@@ -191,10 +238,12 @@ class HarnessModelAPI(ModelAPI):
                 "Run this task without tools, or use an inspect provider that supports tool calling.",
             )
         settings = to_settings(config, self.max_tokens() or DEFAULT_MAX_TOKENS)
-        request = Request(sample_id=_sample_id(), settings=settings, messages=to_messages(input))
+        sent = backend_settings(self._reasoning, settings)  # stops cut the answer, not the thinking
+        request = Request(sample_id=_sample_id(), settings=sent, messages=to_messages(input))
         opened, batcher = await self._ready()
         completion = await batcher.submit(request)
-        return to_output(self.model_name, opened.adapter.identity(), completion, settings.stop)
+        identity = opened.adapter.identity()
+        return to_output(self.model_name, identity, completion, settings.stop, self._reasoning)
 
     async def aclose(self) -> None:
         opened, same_loop = self._opened, self._loop is not None and self._loop is _running_loop()

@@ -18,6 +18,13 @@ number above 1 (its default 1 would slow batched backends down). --device goes t
 except lm-eval's own default "cuda:0", which it passes even without the flag: then the backend chooses
 (cuda when available, else cpu), so a CPU machine works without --device cpu.
 
+Reasoning models: `reasoning=think-tags|auto|field` (with `think_open=...,think_close=...` for other
+tags) splits each response with harness.reasoning; lm-eval gets the answer only, cut at the task's
+`until` after the thinking is removed (the stops are not sent to the backend: they would end generation
+inside the thinking), and "" for a response whose thinking never closed, never the thinking itself.
+lm-eval's own `think_end_token` keeps everything after the last close tag, or the whole text when there is
+none; tests/unit/test_reasoning_bridges.py shows where the two agree and differ.
+
 Our backends generate text; they do not score continuations, so loglikelihood requests (multiple-choice
 and perplexity tasks) fail with a clear error.
 """
@@ -32,6 +39,7 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from lm_eval.api.model import LM
@@ -39,9 +47,11 @@ from lm_eval.api.registry import model_registry
 
 from harness.batching import RequestBatcher
 from harness.bridges import cut_at_stop, open_checkpoint
+from harness.bridges.reasoning_options import answer_for_peer, backend_settings, reasoning_from_options
 from harness.checkpoints import EndpointRef
 from harness.errors import HarnessError, UsageError
-from harness.types import GenerationSettings, Message, Request
+from harness.reasoning import ReasoningSpec, split_completion
+from harness.types import Completion, GenerationSettings, Message, Request
 
 MODEL_NAME = "harness"
 LM_EVAL_DEFAULT_DEVICE = "cuda:0"  # EvaluatorConfig.device's default, passed even without --device
@@ -122,6 +132,14 @@ def request_for(
     return Request(sample_id=sample_id, settings=settings, prompt=str(prompt))
 
 
+def answer_for_lm_eval(spec: ReasoningSpec, completion: Completion, until: tuple[str, ...]) -> str:
+    """What lm-eval scores: the answer with the thinking removed first, then cut at `until` (lm-eval's own
+    order); "" when the thinking never closed."""
+    if not spec.enabled:
+        return cut_at_stop(completion.text, until)
+    return answer_for_peer(split_completion(spec, completion)[0], until)
+
+
 class HarnessLM(LM):  # type: ignore[misc]  # lm_eval is untyped
     def __init__(
         self,
@@ -147,6 +165,7 @@ class HarnessLM(LM):  # type: ignore[misc]  # lm_eval is untyped
             options.setdefault("device", device)
         self.max_gen_toks = int(max_gen_toks)
         self.seed = int(seed)
+        self.reasoning, options = reasoning_from_options(options, "--model_args")
         self._opened = open_checkpoint(reference, options, "--model_args")
         self._loop = _LoopThread()
         self._batcher = RequestBatcher(self._opened.adapter)
@@ -174,6 +193,8 @@ class HarnessLM(LM):  # type: ignore[misc]  # lm_eval is untyped
 
     def get_model_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"harness_checkpoint": self.checkpoint, "harness_adapter": self.tokenizer_name}
+        if self.reasoning.enabled:  # lm-eval's results record how the answers were cut out
+            info["harness_reasoning"] = self.reasoning.pinned()["reasoning"]
         if self._opened.lineage is not None:
             info["harness_lineage"] = dict(self._opened.lineage)
         return info
@@ -218,9 +239,10 @@ class HarnessLM(LM):  # type: ignore[misc]  # lm_eval is untyped
         with tqdm(total=len(requests), desc=f"harness {self.checkpoint}", disable=quiet) as bar:
 
             async def one(request: Request) -> str:
-                completion = await self._batcher.submit(request)
+                sent = replace(request, settings=backend_settings(self.reasoning, request.settings))
+                completion = await self._batcher.submit(sent)
                 bar.update(1)
-                return cut_at_stop(completion.text, request.settings.stop)
+                return answer_for_lm_eval(self.reasoning, completion, request.settings.stop)
 
             return list(await asyncio.gather(*(one(r) for r in requests)))
 

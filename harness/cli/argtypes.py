@@ -113,7 +113,6 @@ def add_reasoning_flags(p: Any) -> None:
     p.add_argument(
         "--reasoning",
         choices=MODES,
-        default="none",
         help="split thinking from the answer and score the answer only: think-tags (<think>...</think> in "
         "the text), field (the server's reasoning_content), auto (field when sent, else tags); default none",
     )
@@ -132,14 +131,17 @@ def add_reasoning_flags(p: Any) -> None:
     )
 
 
-def reasoning_spec(args: argparse.Namespace) -> ReasoningSpec:
+def reasoning_spec(args: argparse.Namespace) -> ReasoningSpec | None:
+    """The --reasoning choice; None when the flag was not given (a class config may then pin one)."""
     from harness.errors import UsageError
     from harness.reasoning import ReasoningSpec
 
     if args.think_tags and args.reasoning not in ("think-tags", "auto"):
         raise UsageError(
-            f"--think-tags applies to --reasoning think-tags or auto, not {args.reasoning}.",
+            f"--think-tags applies to --reasoning think-tags or auto, not {args.reasoning or 'none'}.",
             "Add --reasoning think-tags, or drop --think-tags.",
         )
+    if args.reasoning is None:
+        return None
     open_tag, close_tag = args.think_tags or ("<think>", "</think>")
     return ReasoningSpec(args.reasoning, open_tag, close_tag)

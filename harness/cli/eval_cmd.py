@@ -94,6 +94,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.api.evaluate import Generation, evaluate
+    from harness.reasoning import NO_REASONING
     from harness.suite import SuiteOptions
 
     suites, limit, judge = args.suite, args.limit, args.judge or "refusal-heuristic"
@@ -107,12 +108,14 @@ def run(args: argparse.Namespace) -> int:
 
         from leaderboard.class_config import class_eval, load_class_config
 
-        pinned = class_eval(load_class_config(Path(args.class_config)), suites, limit, chosen, args.judge)
-        suites, limit, judge, chosen = (
+        config = load_class_config(Path(args.class_config))
+        pinned = class_eval(config, suites, limit, chosen, args.judge, reasoning=reasoning)
+        suites, limit, judge, chosen, reasoning = (
             list(pinned.suites),
             pinned.limit,
             pinned.judge,
             dict(pinned.generation),
+            pinned.reasoning,
         )
     generation = Generation(**{k: v for k, v in chosen.items() if v is not None})
     results = evaluate(
@@ -123,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         generation=generation,
         backend=adapter_options(args, args.price_table),
-        scoring=SuiteOptions(judge, args.judge_checkpoint, judge_timeout_s=args.timeout, reasoning=reasoning),
+        scoring=SuiteOptions(
+            judge, args.judge_checkpoint, judge_timeout_s=args.timeout, reasoning=reasoning or NO_REASONING
+        ),
         max_cost=args.max_cost,
         cache=not args.no_cache,
         fresh=args.fresh,
@@ -170,5 +175,7 @@ def _print_table(results: EvalResults, all_metrics: bool) -> None:
             if run.reasoning.unterminated:
                 shown = ", ".join(run.reasoning.unterminated[:10])
                 more = len(run.reasoning.unterminated) - 10
-                print(f"{run.suite}: ended inside reasoning (no answer, scored 0): {shown}"
-                      + (f" and {more} more (metrics.json lists them)" if more > 0 else ""))
+                print(
+                    f"{run.suite}: ended inside reasoning (no answer, scored 0): {shown}"
+                    + (f" and {more} more (metrics.json lists them)" if more > 0 else "")
+                )

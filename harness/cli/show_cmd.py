@@ -1,12 +1,19 @@
-"""`harness show RUN`: a run's settings, metrics with 95% CIs, and a few samples."""
+"""`harness show RUN`: a run's settings, metrics with 95% CIs, and a few samples (reasoning runs: what
+thinking cost, the samples that ended inside their thinking, and each response's thinking and answer apart)."""
 
 from __future__ import annotations
 
 import argparse
 import textwrap
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from harness.cli.argtypes import add_runs_flag
+
+if TYPE_CHECKING:
+    from harness.runs.store import SampleRecord
+
+MAX_IDS_SHOWN = 20  # unterminated sample ids printed; the rest are counted
 
 
 def register(commands: Any) -> None:
@@ -30,6 +37,27 @@ def _pct(value: float | None) -> str:
     from harness.table import pct
 
     return pct(float("nan") if value is None else value)
+
+
+def _unterminated_line(ids: Sequence[str], ended: int) -> str:
+    shown = ", ".join(ids[:MAX_IDS_SHOWN])
+    more = max(len(ids), ended) - min(len(ids), MAX_IDS_SHOWN)
+    return f"unterminated (no answer, scored 0): {shown}" + (f" ... and {more} more" if more else "")
+
+
+def _response_lines(record: SampleRecord) -> list[str]:
+    """The first response, or for a reasoning run each response's thinking and answer apart."""
+    if not record.reasoning:
+        return ["response: " + _clip(record.completions[0].text if record.completions else "")]
+    lines = []
+    for number, part in enumerate(record.reasoning, start=1):
+        which = f" {number}" if len(record.reasoning) > 1 else ""
+        answer = "(none: ended inside reasoning)" if part.answer is None else _clip(part.answer)
+        lines += [
+            f"thinking{which}: " + (_clip(part.reasoning, 200) or "(none)"),
+            f"answer{which}:   {answer}",
+        ]
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,14 +100,20 @@ def run(args: argparse.Namespace) -> int:
             )
         print()
         print(render(["metric", "%", "stderr", "95% CI", "n"], rows, right=(1, 2, 4)))
+        from harness.runs.catalog import parse_reasoning
+
+        reasoning = parse_reasoning(read_json(run_dir / METRICS, "metrics file"))
+        if reasoning is not None:
+            rate = reasoning.ended_inside
+            print()
+            print(reasoning.describe())
+            if reasoning.unterminated:
+                print(_unterminated_line(reasoning.unterminated, round((rate.value or 0) * rate.n)))
     records = SamplesFile(run_dir / SAMPLES).load(repair=False).records
     for record in records[: max(0, args.samples)]:
         verdict = ", ".join(f"{k}={v:g}" for k, v in record.scores.items())
         print(f"\n--- {record.id}  target={record.target}  extracted={dict(record.extracted)}  {verdict}")
         print(textwrap.indent("prompt:   " + _clip(record.prompt), "  "))
-        print(
-            textwrap.indent(
-                "response: " + _clip(record.completions[0].text if record.completions else ""), "  "
-            )
-        )
+        for line in _response_lines(record):
+            print(textwrap.indent(line, "  "))
     return 0

@@ -43,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{suite.name}@{suite.version}   primary metric: {suite.primary_metric}")
     print(f"generation: {suite.default_settings().as_record()}")
     print(f"pinned: {dict(suite.pinned_settings())}")
+    print(
+        f"thinking budget: {suite.thinking_budget} tokens (with --reasoning think-tags|auto|field: added to "
+        "max_tokens for the thinking; change it with --thinking-budget N)"
+    )
     print()
     print(suite.description.strip())
     if args.data_dir is not None:

@@ -27,6 +27,7 @@ from harness.gating.verdicts import (
     gate_metric,
     suite_verdicts,
 )
+from harness.reasoning import ReasoningSpec
 from harness.runs.catalog import RunView
 from harness.runs.scores import score_key
 
@@ -122,12 +123,23 @@ def eval_command(reference: str, suite: str, like: RunView | None, root: Path) -
         gen, m = like.manifest.generation, like.manifest
         if m.limit is not None:
             argv += ["--limit", str(m.limit)]
-        argv += ["--max-tokens", str(gen.max_tokens), "--temperature", repr(gen.temperature)]
+        answer_tokens = gen.max_tokens - (gen.thinking_budget or 0)
+        argv += ["--max-tokens", str(answer_tokens), "--temperature", repr(gen.temperature)]
         argv += ["--top-p", repr(gen.top_p), "--samples", str(gen.n), "--seed", str(gen.seed or 0)]
         judge = m.suite_settings.get("judge")
         if judge is not None:
             argv += ["--judge", str(judge)]
+        argv += _reasoning_flags(ReasoningSpec.from_pinned(m.suite_settings), gen.thinking_budget)
     return [*argv, "--runs", str(root)]
+
+
+def _reasoning_flags(spec: ReasoningSpec, budget: int | None) -> list[str]:
+    if not spec.enabled:
+        return []
+    flags = ["--reasoning", spec.mode]
+    if spec.mode != "field" and (spec.open_tag, spec.close_tag) != ("<think>", "</think>"):
+        flags += ["--think-tags", spec.open_tag, spec.close_tag]
+    return flags + ([] if budget is None else ["--thinking-budget", str(budget)])
 
 
 def gate_suite(suite: str, base_run: RunView, cand_run: RunView, policy: GatePolicy) -> SuiteResult:

@@ -28,6 +28,7 @@ from typing import Any
 
 from harness.errors import DataError
 from harness.readers import MiB, read_json_object
+from harness.reasoning_stats import ReasoningSummary
 from harness.runs.manifest import Manifest
 from harness.runs.store import MANIFEST, METRICS, SAMPLES, SampleRecord, SamplesFile, find_runs
 from harness.types import Metric
@@ -52,6 +53,7 @@ class RunView:
     metrics: Mapping[str, Metric]
     team: str | None = None
     registered: Mapping[str, Any] | None = None  # the registry entry of its checkpoint when read
+    reasoning: ReasoningSummary | None = None  # reasoning runs: ended inside reasoning, thinking lengths
 
     @property
     def suite(self) -> str:
@@ -137,13 +139,35 @@ def parse_metrics(payload: Mapping[str, Any], path: Path) -> tuple[str, dict[str
         ) from None
 
 
+def parse_reasoning(payload: Mapping[str, Any]) -> ReasoningSummary | None:
+    """The "reasoning" block of a metrics file's content (None: absent). A damaged block reads as absent:
+    it is a report on the run, not its scores, so it must not make the run unreadable."""
+    try:
+        summary = ReasoningSummary.from_record(payload.get("reasoning"))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError):
+        return None
+    if summary is None:
+        return None
+    rate = summary.ended_inside
+    numbers = (rate.value, rate.stderr, rate.ci_low, rate.ci_high)
+    if rate.n < 0 or not all(_is_number(x) for x in numbers) or not 0 <= (rate.value or 0) <= 1:
+        return None
+    return summary
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
 def load_run(run_dir: Path, team: str | None = None) -> RunView:
     manifest = Manifest.from_record(read_json(run_dir / MANIFEST, "run manifest"), run_dir / MANIFEST)
     metrics: dict[str, Metric] = {}
-    primary = ""
+    primary, reasoning = "", None
     if (run_dir / METRICS).is_file():
-        primary, metrics = parse_metrics(read_json(run_dir / METRICS, "metrics file"), run_dir / METRICS)
-    return RunView(run_dir=run_dir, manifest=manifest, primary=primary, metrics=metrics, team=team)
+        payload = read_json(run_dir / METRICS, "metrics file")
+        primary, metrics = parse_metrics(payload, run_dir / METRICS)
+        reasoning = parse_reasoning(payload)
+    return RunView(run_dir, manifest, primary, metrics, team=team, reasoning=reasoning)
 
 
 def registered_entries(root: Path, submitted: bool) -> dict[str, Mapping[str, Any]]:

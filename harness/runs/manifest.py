@@ -153,7 +153,7 @@ class Manifest:
                     stop=tuple(gen.get("stop") or ()),
                     n=int(gen.get("n", 1)),
                     seed=None if gen.get("seed") is None else int(gen["seed"]),
-                    thinking_budget=None if gen.get("thinking_budget") is None else int(gen["thinking_budget"]),
+                    thinking_budget=_optional_int(gen.get("thinking_budget")),
                 ),
                 limit=None if record.get("limit") is None else int(record["limit"]),
                 settings_hash=str(record["settings_hash"]),
@@ -191,3 +191,7 @@ def _mapping_or_none(value: Any) -> Mapping[str, Any] | None:
     if value is not None and not isinstance(value, dict):
         raise TypeError(f"'lineage' must be a mapping or null, got {type(value).__name__}")
     return value
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -12,7 +12,8 @@
  *                              in td.label ul.reasons li); span.badge.replay on rows answered by a
  *                              replay: checkpoint, span.badge.spot-check "spot-checked k/K"
  *     #class-config            the class config's columns and settings (hidden without one); #tie-rule
- *     td.cell                  a suite cell; td.cell.unranked = other settings / incomplete (title says why)
+ *     td.cell                  a suite cell; td.cell.unranked = other settings / incomplete (title says why);
+ *                              span.reasoning in a reasoning run's cell: ended-inside-reasoning share, mean thinking
  *     table#references         reference rows (tr.reference, span.badge.ref), never in #leaderboard
  *     #filter-team #filter-stage #filter-base (select), #filter-text (input), #row-count
  *     #pager                   button.page-prev, button.page-next, span.page-info ("page 1 of 3")
@@ -20,7 +21,9 @@
  *   run sample browser (runs/<id>/<suite>.html, hash #sample=<id> opens that sample's page)
  *     #filter-correct (""|correct|incorrect), #filter-category, #filter-sample-text, #sample-count
  *     #samples > article.sample[data-id] (.correct | .incorrect) with .prompt .response .target
- *     .extracted .verdict .score (numbers to 3 decimals at most); span.badge.truncated on a response
+ *     .extracted .verdict .score (numbers to 3 decimals at most); a reasoning run's response is
+ *     details.thinking (collapsed) + .answer (span.badge.unanswered when it ended inside its thinking);
+ *     span.badge.truncated on a response
  *     that stopped at the token limit, span.badge.clipped on one shown in part; #pager / #pager-bottom
  *     as above (25 per page)
  *   checkpoint pages: #rank, #average, ul#unranked-reasons (from data/ranks.js)
@@ -190,6 +193,12 @@
             td.appendChild(link);
             td.appendChild(el("span", { "class": "ci" }, " " + ci(c)));
             td.title = c.reason || (s.suite + " " + c.metric + " n=" + c.n + (c.judge ? " judge " + c.judge : ""));
+            if (c.reasoning) {
+              var thinking = "thinking " + (c.reasoning.thinking === null ? "—" : num(c.reasoning.thinking)) + " " + c.reasoning.unit;
+              td.appendChild(el("span", { "class": "reasoning", title: "reasoning " + c.reasoning.mode + ": share of responses that ended inside their thinking (no answer, scored 0); mean " + c.reasoning.unit + " of thinking per sample" },
+                " ended in thinking " + pct(c.reasoning.ended) + "% · " + thinking));
+              td.title += " · reasoning " + c.reasoning.mode;
+            }
           }
           tr.appendChild(td);
         });
@@ -233,6 +242,9 @@
           parts.push("generation " + Object.keys(config.generation).map(function (k) { return k + "=" + config.generation[k]; }).join(", "));
         }
         if (config.judge) parts.push("safety judge " + config.judge);
+        if (config.reasoning) {
+          parts.push("reasoning " + config.reasoning.mode + (config.reasoning.thinking_budget === null ? "" : ", thinking budget " + config.reasoning.thinking_budget + " tokens"));
+        }
         line.textContent = parts.join("; ") + ". A row is ranked when it completed every pinned suite under these settings.";
         line.hidden = false;
       }
@@ -285,8 +297,17 @@
       art.appendChild(head);
       art.appendChild(block("prompt", "prompt", s.prompt));
       s.responses.forEach(function (r, i) {
-        var wrap = block("response", s.responses.length > 1 ? "response " + (i + 1) : "response", r);
+        var which = s.responses.length > 1 ? " " + (i + 1) : "";
+        if (s.thinking) {  // a reasoning run: the thinking collapsed, then the answer that was scored
+          var details = el("details", { "class": "field thinking" });
+          details.appendChild(el("summary", { "class": "field-label" }, "thinking" + which + " (" + s.thinking[i].length + " characters)"));
+          details.appendChild(el("pre", null, s.thinking[i]));
+          art.appendChild(details);
+        }
+        var wrap = s.thinking ? block("answer", "answer" + which, r === null ? "(no answer: the response ended inside its thinking; scored 0)" : r)
+          : block("response", "response" + which, r);
         var label = wrap.firstChild;
+        if (s.thinking && r === null) label.appendChild(el("span", { "class": "badge unanswered", title: "the thinking never closed: no answer to score" }, "ended inside reasoning"));
         if (cut[i]) label.appendChild(el("span", { "class": "badge truncated", title: "finish reason: length (hit max_tokens)" }, "truncated: token limit"));
         if (clipped[i]) label.appendChild(el("span", { "class": "badge clipped", title: "only the start of this response is shown" }, "clipped for display"));
         art.appendChild(wrap);

@@ -176,6 +176,59 @@ def test_inspect_eval_in_process_through_a_replay_checkpoint(tmp_path: Path) -> 
     assert all(m._opened is None for m in inspect_provider._OPEN_MODELS)
 
 
+@needs_inspect
+def test_inspect_eval_scores_the_answer_not_the_thinking(tmp_path: Path) -> None:
+    """The same R1-style replay run twice through the `match(numeric=True)` task: raw (reasoning=none),
+    then split (-M reasoning=think-tags). Two verdicts flip, each checked by hand below."""
+    from inspect_ai import eval as inspect_eval
+    from inspect_ai.log import read_eval_log
+    from inspect_ai.model import ContentReasoning
+
+    sys.path.insert(0, str(FIXTURES))
+    try:
+        from inspect_arithmetic import bridge_arithmetic  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(FIXTURES))
+    replay = write_replay(
+        tmp_path / "replay.jsonl",
+        {
+            # Control: raw and answer both end with 5.
+            "add-1": "<think>Is it 6? No: 2 + 3 is 5.</think>\n\n5",
+            # Unclosed (hit the limit): raw ends with the target 17 (C); the answer is "" (I).
+            "add-2": "<think>10 + 7 = 17; check again: 10 + 7 = 17",
+            # The close tag glued to the answer: raw's last word is "8</think>8", no number, so match takes
+            # the "4" before it (I); the answer is "8" (C).
+            "add-3": "<think>4 + 4 = 8</think>8",
+        },
+    )
+    root_handlers = list(logging.getLogger().handlers)
+    verdicts, samples = {}, {}
+    try:
+        for mode in ("none", "think-tags"):
+            (log,) = inspect_eval(
+                bridge_arithmetic(),
+                model=f"harness/replay:{replay}",
+                model_args={"reasoning": mode},
+                log_dir=str(tmp_path / mode),
+                display="none",
+            )
+            assert log.status == "success"
+            read = read_eval_log(log.location)
+            assert read.samples is not None
+            verdicts[mode] = {str(s.id): s.scores["match"].value for s in read.samples if s.scores}
+            samples[mode] = {str(s.id): s for s in read.samples}
+    finally:  # inspect installs a root log handler; keep it out of the other tests
+        logging.getLogger().handlers[:] = root_handlers
+    assert verdicts["none"] == {"add-1": "C", "add-2": "C", "add-3": "I"}
+    assert verdicts["think-tags"] == {"add-1": "C", "add-2": "I", "add-3": "C"}
+    split = samples["think-tags"]
+    assert {k: s.output.completion for k, s in split.items()} == {"add-1": "5", "add-2": "", "add-3": "8"}
+    thinking = split["add-2"].output.message.content[0]  # kept in the log, never scored
+    assert isinstance(thinking, ContentReasoning) and thinking.reasoning.endswith("10 + 7 = 17")
+    details = split["add-2"].output.choices[0].stop_details
+    assert details is not None and details.type == "ended_inside_reasoning"
+
+
 # --- lm-eval: mappings and the LM through a replay checkpoint --------------------------------------
 
 

@@ -15,6 +15,7 @@ from harness.checkpoints import parse_checkpoint
 from harness.data import DataSource
 from harness.eval_plan import Answers, plan_generation
 from harness.generate_loop import generate_in_batches
+from harness.reasoning import NO_REASONING
 from harness.runner import Counters, EvalSpec, _generate_and_score, record_for
 from harness.runs.cache import ResponseCache
 from harness.runs.store import SamplesFile
@@ -52,6 +53,8 @@ class FakeSuite:
     name = "fake"
     version = "1"
     primary_metric = "ok"
+    reasoning = NO_REASONING
+    thinking_budget = 0
 
     def __init__(self, slots: int = 1, delays: dict[str, float] | None = None, fail_on: str = "") -> None:
         self.slots = slots
