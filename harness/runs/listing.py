@@ -3,7 +3,7 @@ tell runs of one checkpoint and suite apart (limit, max_tokens, temperature, jud
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,7 @@ def _listing(run_dir: Path, root: Path, manifest: Manifest, reference: str) -> R
         samples_per_prompt=gen.n,
         seed=gen.seed,
         judge=_setting(manifest, "judge"),
-        reasoning=_setting(manifest, "reasoning"),
+        reasoning=_reasoning(manifest),
         created_at=manifest.created_at,
     )
 
@@ -121,6 +121,17 @@ def _listing(run_dir: Path, root: Path, manifest: Manifest, reference: str) -> R
 def _setting(manifest: Manifest, name: str) -> str:
     value = manifest.suite_settings.get(name)
     return NONE if value is None else str(value)
+
+
+def _reasoning(manifest: Manifest) -> str:
+    """The mode ("think-tags"; "think-tags:[[...]]" with other tags than <think>), NONE for none."""
+    record = manifest.suite_settings.get("reasoning")
+    if not isinstance(record, Mapping):
+        return NONE if record is None else str(record)
+    mode, open_tag, close_tag = record.get("mode"), record.get("open_tag"), record.get("close_tag")
+    if open_tag in (None, "<think>") and close_tag in (None, "</think>"):
+        return str(mode)
+    return f"{mode}:{open_tag}...{close_tag}"
 
 
 def any_reasoning(listed: Sequence[RunListing]) -> bool:

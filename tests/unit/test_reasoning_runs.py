@@ -335,3 +335,12 @@ def test_server_split_replay_uses_the_reported_token_counts(tmp_path: Path, mode
     assert parts["gsm8k-test-0002"] == {
         "reasoning": "", "answer": texts_of(SERVER_SPLIT)["gsm8k-test-0002"], "source": "none",
     }  # fmt: skip
+
+
+def test_harness_runs_names_the_reasoning_mode(tmp_path: Path) -> None:
+    evaluate(tmp_path)
+    evaluate(tmp_path, scoring=None)
+    custom = SuiteOptions(reasoning=ReasoningSpec("think-tags", "<reason>", "</reason>"))
+    evaluate(tmp_path, scoring=custom)
+    modes = sorted(row.reasoning for row in harness.list_runs(tmp_path))
+    assert modes == ["-", "think-tags", "think-tags:<reason>...</reason>"]
