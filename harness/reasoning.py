@@ -17,6 +17,8 @@ run's "ended inside reasoning" rate. It is never scored from the thinking text.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -125,32 +127,55 @@ class ReasonedText:
         return cls(reasoning, answer, source)
 
 
-def _fence_open_at(text: str, end: int) -> bool:
-    """Whether position `end` of `text` is inside a fenced code block (an odd number of fences before)."""
-    return len(_FENCE.findall(text, 0, end)) % 2 == 1
+class _Code:
+    """Where a text holds code, indexed once: a response is hostile input, and re-scanning it from the start
+    for every candidate tag would be quadratic (a megabyte of tags inside a fence)."""
 
+    def __init__(self, text: str) -> None:
+        self.text = text
 
-def _in_inline_code(text: str, start: int, tag: str) -> bool:
-    before = text[:start].rsplit("\n", 1)[-1]
-    return before.count("`") % 2 == 1 and "`" in text[start + len(tag) :].split("\n", 1)[0]
+    @functools.cached_property
+    def fences(self) -> list[int]:
+        return [m.start() for m in _FENCE.finditer(self.text)]
 
+    @functools.cached_property
+    def ticks(self) -> list[int]:
+        return [m.start() for m in re.finditer("`", self.text)]
 
-def _find_open(text: str, tag: str, start: int) -> int:
-    """The next open tag at or after `start` that is not code in the answer; -1 when none."""
-    at = text.find(tag, start)
-    while at != -1 and (_fence_open_at(text, at) or _in_inline_code(text, at, tag)):
-        at = text.find(tag, at + len(tag))
-    return at
+    @functools.cached_property
+    def newlines(self) -> list[int]:
+        return [m.start() for m in re.finditer("\n", self.text)]
+
+    def in_fence(self, at: int) -> bool:
+        """Inside a fenced block: an odd number of fence lines start before `at`."""
+        return bisect.bisect_left(self.fences, at) % 2 == 1
+
+    def in_inline(self, at: int, tag: str) -> bool:
+        """Between backticks on the tag's own line (`<think>`)."""
+        line = bisect.bisect_left(self.newlines, at)
+        line_start = self.newlines[line - 1] + 1 if line else 0
+        line_end = self.newlines[line] if line < len(self.newlines) else len(self.text)
+        before = bisect.bisect_left(self.ticks, at) - bisect.bisect_left(self.ticks, line_start)
+        after = bisect.bisect_left(self.ticks, line_end) - bisect.bisect_left(self.ticks, at + len(tag))
+        return before % 2 == 1 and after > 0
+
+    def find_open(self, tag: str, start: int) -> int:
+        """The next open tag at or after `start` that is not code in the answer; -1 when none."""
+        at = self.text.find(tag, start)
+        while at != -1 and (self.in_fence(at) or self.in_inline(at, tag)):
+            at = self.text.find(tag, at + len(tag))
+        return at
 
 
 def split_tags(text: str, open_tag: str, close_tag: str, opened_in_prompt: bool = False) -> ReasonedText:
     """Thinking blocks out, answer left (see the module docstring for the rules)."""
-    first_close, first_open = text.find(close_tag), _find_open(text, open_tag, 0)
+    code = _Code(text)
+    first_close, first_open = text.find(close_tag), code.find_open(open_tag, 0)
     inside = opened_in_prompt or (
         first_close != -1
         and (first_open == -1 or first_close < first_open)
-        and not _fence_open_at(text, first_close)
-        and not _in_inline_code(text, first_close, close_tag)
+        and not code.in_fence(first_close)
+        and not code.in_inline(first_close, close_tag)
     )
     thinking: list[str] = []
     answer: list[str] = []
@@ -165,7 +190,7 @@ def split_tags(text: str, open_tag: str, close_tag: str, opened_in_prompt: bool 
             thinking.append(text[at:end])
             at, inside = end + len(close_tag), False
         else:
-            start = _find_open(text, open_tag, at)
+            start = code.find_open(open_tag, at)
             if start == -1:
                 answer.append(text[at:])
                 break

@@ -298,3 +298,18 @@ def test_token_stats_percentiles_by_hand() -> None:
     assert TokenStats.of([]) == TokenStats(None, None, None)
     assert TokenStats.from_record(stats.to_record()) == stats
     assert TokenStats.from_record({"mean": True, "p50": "3", "p95": 2}) == TokenStats(None, None, 2.0)
+
+
+def test_a_megabyte_of_tags_inside_code_is_split_in_linear_time() -> None:
+    # Hostile output: 100,000 open tags inside a fence and on one backticked line. Re-scanning the text
+    # from the start for each candidate tag (the first version) is quadratic: 22 s at 20,000 tags, some
+    # 9 minutes at this size; indexed once, under a second. The 30 s bound only guards against that
+    # regression, it is not a speed target.
+    import time
+
+    fenced = "```\n" + "<think>" * 100_000 + "\n```\nThe answer is 4."
+    inline = "`<think>` " * 100_000 + "The answer is 4."
+    started = time.perf_counter()
+    assert split_tags(fenced, THINK, END) == ReasonedText("", fenced.strip(), "none")
+    assert split_tags(inline, THINK, END) == ReasonedText("", inline.strip(), "none")
+    assert time.perf_counter() - started < 30
