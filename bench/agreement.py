@@ -4,8 +4,10 @@ Same model (the embedded SmolLM2-135M-Instruct Q4_1), same responses, two scorer
 
 IFEval: the embedded model's 541 responses (tests/fixtures/ifeval_embedded_responses.jsonl) scored by
 `suites.ifeval.IFEval.score` and by lm-eval's own `lm_eval.tasks.ifeval.utils.process_results` (Python's
-random seeded with `JUDGE_SEED` before each, as the suite does): prompt-level strict/loose (541) and
-instruction-level strict/loose (834 instructions).
+random seeded with `JUDGE_SEED` before each): prompt-level strict/loose (541) and instruction-level
+strict/loose (834 instructions). Expected difference: the two instructions that draw a random letter
+(prompts 1122 and 1129): lm-eval draws it twice (strict and loose apart), the suite (ifeval@1.1) once per
+instruction from a seed of its own, so on the embedded responses 1129's loose verdict differs.
 
 GSM8K: the responses of `harness eval --checkpoint embedded --suite gsm8k --limit N` (8-shot chat, greedy,
 512 new tokens; run by this script into `--runs` unless it is already there: resumable and cached, so a

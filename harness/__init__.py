@@ -31,6 +31,8 @@ _API = {
     "list_runs": "harness.api.runs",
     "RunListing": "harness.runs.listing",
     "rescore": "harness.api.rescore",
+    "validate": "harness.api.validate",
+    "ValidationResult": "harness.api.validate",
     "RescoreResult": "harness.api.rescore",
     "SuiteOptions": "harness.suite",
     "AdapterOptions": "adapters.options",
@@ -48,6 +50,7 @@ __all__ = [
     "Runs",
     "SuiteOptions",
     "SuiteRun",
+    "ValidationResult",
     "__version__",
     "evaluate",
     "evaluate_async",
@@ -55,6 +58,7 @@ __all__ = [
     "list_runs",
     "load_runs",
     "rescore",
+    "validate",
 ]
 
 if TYPE_CHECKING:
@@ -63,6 +67,7 @@ if TYPE_CHECKING:
     from harness.api.gate import gate
     from harness.api.rescore import RescoreResult, rescore
     from harness.api.runs import Runs, list_runs, load_runs
+    from harness.api.validate import ValidationResult, validate
     from harness.errors import HarnessError
     from harness.gating.collect import GateResult
     from harness.runs.listing import RunListing

@@ -29,11 +29,14 @@ VALID_FORMS = """\
   http(s)://HOST:PORT/v1#MODEL[?api_key_env=VAR&api=chat|text]
                                         any OpenAI-compatible server (NeMo, vllm serve, llama.cpp server)
   STAGE:TAG                             a checkpoint registered by training, e.g. sft:latest, dpo:v2
+  wandb:ENTITY/PROJECT/NAME:ALIAS       a model artifact logged by `harness export wandb` (W&B API)
   replay:FILE.jsonl                     replay stored responses ({"sample_id": ..., "text": ...} per line)"""
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REGISTRY_TAG = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):([A-Za-z0-9][A-Za-z0-9_.-]*)$")
 _TINKER = re.compile(r"^tinker://([^/\s]+)/sampler_weights/([^/\s]+)$")
+_WANDB_PART = r"([A-Za-z0-9][A-Za-z0-9_.-]*)"
+_WANDB = re.compile(rf"^wandb:{_WANDB_PART}/{_WANDB_PART}/{_WANDB_PART}:{_WANDB_PART}$")
 
 
 _KNOWN_OPTIONS = ("api_key_env", "api")
@@ -138,6 +141,22 @@ class RegistryRef(CheckpointRef):
     form: ClassVar[str] = "registry"
     stage: str = ""
     tag: str = ""
+
+
+@dataclass(frozen=True)
+class WandbRef(CheckpointRef):
+    """A W&B model artifact that `harness export wandb` logged; it stands for the harness reference in its
+    metadata (harness.wandb_refs resolves it, like the registry resolves STAGE:TAG)."""
+
+    form: ClassVar[str] = "wandb"
+    entity: str = ""
+    project: str = ""
+    name: str = ""
+    alias: str = ""
+
+    @property
+    def artifact_path(self) -> str:
+        return f"{self.entity}/{self.project}/{self.name}:{self.alias}"
 
 
 @dataclass(frozen=True)
@@ -248,6 +267,12 @@ def parse_checkpoint(raw: str) -> CheckpointRef:
         if not path:
             raise _bad(raw, "the replay file path is empty")
         return ReplayRef(raw=ref, path=path)
+    if ref.startswith("wandb:"):  # before STAGE:TAG: `wandb` is this form's prefix, never a stage
+        found = _WANDB.match(ref)
+        if not found:
+            raise _bad(raw, "a W&B model artifact looks like wandb:ENTITY/PROJECT/NAME:ALIAS")
+        entity, project, name, alias = found.groups()
+        return WandbRef(raw=ref, entity=entity, project=project, name=name, alias=alias)
     match = _REGISTRY_TAG.match(ref)
     if match and "/" not in ref:
         return RegistryRef(raw=ref, stage=match.group(1), tag=match.group(2))

@@ -15,8 +15,10 @@ class ExitCode(IntEnum):
     ENDPOINT = 3  # endpoint unreachable, rejected the key, or kept failing after retries
     DATA = 4  # data dir missing, dataset unavailable offline, corrupt run files, runs folder not writable
     MISSING_EXTRA = 5  # the backend for this checkpoint form is not installed
+    INCONCLUSIVE = 11  # gate or `harness validate`: too few samples to tell
     CONTAMINATED = 12  # training data overlaps a suite's prompts (harness decontam, training stages)
     SPOT_CHECK_DISAGREES = 13  # `leaderboard verify`: regenerated samples disagree with the submitted ones
+    VALIDATION_DIFFERS = 14  # `harness validate`: a suite is further than --tolerance from the published one
     BROKEN_PIPE = 141  # stdout's reader went away (`| head`): 128 + SIGPIPE, as a shell reports it
     INTERRUPTED = 130  # Ctrl-C; finished samples are kept
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.checkpoints import CheckpointRef, RegistryRef, parse_checkpoint
+from harness.checkpoints import CheckpointRef, RegistryRef, WandbRef, parse_checkpoint
 from harness.errors import DataError, UsageError
 from harness.names import NAME_RULE, check_name
 from harness.readers import decode_utf8, read_bytes
@@ -222,7 +222,7 @@ class CheckpointRegistry:
         check_name(stage, "stage name")
         tags = check_tags(tags)
         parsed = parse_checkpoint(reference)
-        if isinstance(parsed, RegistryRef):
+        if isinstance(parsed, RegistryRef | WandbRef):
             raise UsageError(
                 f"'{reference}' is itself a registry reference.",
                 "Register the checkpoint's concrete reference (hf:PATH, tinker://..., http://...#MODEL, ...).",
@@ -319,7 +319,30 @@ def resolve_checkpoint(
     if isinstance(ref, RegistryRef):
         entry = CheckpointRegistry(path).lookup(ref)
         return entry.checkpoint_ref(), entry
+    if isinstance(ref, WandbRef):
+        return resolve_wandb(ref)
     if not path.exists():
         return ref, None
     matches = [e for e in CheckpointRegistry(path).entries if e.reference == ref.raw]
     return ref, (matches[-1] if matches else None)
+
+
+def resolve_wandb(ref: WandbRef, api: Any | None = None) -> tuple[CheckpointRef, CheckpointEntry | None]:
+    """A `wandb:` reference as the concrete reference in its artifact's metadata, with the registry entry
+    the artifact was logged from; `details.wandb_artifact` records the version it resolved to (ENTITY/
+    PROJECT/NAME:vN), so the manifest's lineage says which artifact the run evaluated."""
+    from harness.wandb_refs import resolve_wandb_ref
+
+    found = resolve_wandb_ref(ref, api)
+    concrete = parse_checkpoint(found.reference)
+    if found.entry is None:
+        return concrete, None
+    try:
+        entry = CheckpointEntry.from_record(found.entry)
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(
+            f"The W&B artifact '{found.artifact}' has a malformed registry entry in its metadata "
+            f"({type(error).__name__}: {str(error)[:200]}).",
+            "Log it again with `harness export wandb`, or pass the concrete reference.",
+        ) from None
+    return concrete, replace(entry, details={**entry.details, "wandb_artifact": found.artifact})

@@ -12,6 +12,13 @@ from harness.reasoning import NO_REASONING, ReasoningSpec, answer_text, answer_v
 from harness.stats import summarize
 from harness.types import ApiKind, Completion, GenerationSettings, Metric, Request, Sample, Score
 
+DEFAULT_REGIME = "harness"
+
+
+def regime_pinned(regime: str) -> dict[str, Any]:
+    """What a regime adds to pinned settings: nothing for the default (old hashes stay valid)."""
+    return {} if regime == DEFAULT_REGIME else {"regime": regime}
+
 
 @dataclass(frozen=True)
 class SuiteOptions:
@@ -22,9 +29,10 @@ class SuiteOptions:
     judge: str = "refusal-heuristic"  # safety suites: which judge decides refusal
     judge_checkpoint: str | None = None  # the judge model (wildguard), as any checkpoint reference
     judge_timeout_s: float = 600.0  # per request to the judge model
-    reasoning: ReasoningSpec = (
-        NO_REASONING  # how responses split into thinking and answer (harness.reasoning)
-    )
+    reasoning: ReasoningSpec = NO_REASONING  # how responses split into thinking and answer
+    # The evaluation regime: "harness" (the pinned settings) or another the suite declares in `regimes`
+    # ("tulu": OLMES's Tülu 3 prompts and limits, so a number stands next to the OLMo 2 rows).
+    regime: str = DEFAULT_REGIME
 
     @classmethod
     def of_run(
@@ -33,11 +41,13 @@ class SuiteOptions:
         judge_checkpoint: str | None = None,
         where: str = "the run manifest",
     ) -> SuiteOptions:
-        """The options a run was scored under, from its manifest's suite settings (judge and reasoning)."""
+        """The options a run was scored under, from its manifest's suite settings (judge, reasoning and
+        regime)."""
         return cls(
             judge=str(suite_settings.get("judge", cls.judge)),
             judge_checkpoint=judge_checkpoint,
             reasoning=ReasoningSpec.from_pinned(suite_settings, where),
+            regime=str(suite_settings.get("regime", DEFAULT_REGIME)),
         )
 
 
@@ -85,6 +95,10 @@ class Suite(Protocol):
     # in tokens, added to max_tokens when reasoning is on (`harness suites show` prints it).
     reasoning: ReasoningSpec
     thinking_budget: int
+    # Evaluation regimes it can run under (DEFAULT_REGIME first) and the one it runs under (set from
+    # SuiteOptions.regime); a regime other than the default belongs in pinned_settings() as "regime".
+    regimes: tuple[str, ...]
+    regime: str
 
     async def ascore(self, sample: Sample, completions: Sequence[Completion]) -> Score:
         """score() without blocking the event loop (a model judge awaits; others run in a thread)."""
@@ -120,6 +134,8 @@ class SuiteDefaults:
     judge: str | None = None
     reasoning: ReasoningSpec = NO_REASONING
     thinking_budget: int = 2048
+    regimes: tuple[str, ...] = (DEFAULT_REGIME,)
+    regime: str = DEFAULT_REGIME
 
     def score(self, sample: Sample, completions: Sequence[Completion]) -> Score:
         raise NotImplementedError

@@ -33,6 +33,7 @@ from harness.errors import UsageError
 from harness.readers import read_yaml
 from harness.reasoning import MODES, NO_REASONING, ReasoningSpec
 from harness.runs.catalog import CheckpointView, RunView
+from harness.suite import DEFAULT_REGIME
 from harness.types import GenerationSettings
 
 TIE_RULES = {
@@ -268,6 +269,12 @@ def differences(run: RunView, column: ColumnSettings, whose: str = "class") -> l
             if key == "reasoning":
                 mine_text, theirs_text = _reasoning_texts(settings.get(key), column.suite_settings.get(key))
                 out.append(f"reasoning {mine_text} ({whose}: {theirs_text})")
+                continue
+            if key == "regime":  # absent means the default regime
+                mine_regime = settings.get(key) or DEFAULT_REGIME
+                out.append(
+                    f"regime {mine_regime} ({whose}: {column.suite_settings.get(key) or DEFAULT_REGIME})"
+                )
                 continue
             what = "safety judge" if key == "judge" else f"suite setting {key}"
             out.append(

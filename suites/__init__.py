@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.data import DataSource
+from harness.errors import UsageError
 from harness.registry import Registry
 from harness.suite import Suite, SuiteOptions
 
@@ -30,6 +31,12 @@ class SuiteEntry:
             factory(judge=options.judge, judge_model=judge_model) if self.takes_judge else factory()
         )
         suite.reasoning = options.reasoning
+        if options.regime not in suite.regimes:
+            raise UsageError(
+                f"The {suite.name} suite has no '{options.regime}' regime.",
+                f"Its regimes: {', '.join(suite.regimes)}.",
+            )
+        suite.regime = options.regime
         return suite
 
 

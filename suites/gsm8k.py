@@ -10,6 +10,26 @@ Metrics (per-sample 0/1, mean with stderr and Wilson 95% CI):
 - exact_match_strict: the last "The answer is N" / "#### N" in the response; none found scores 0.
 Numbers are compared after removing ",", "$", a trailing "." and trailing zeros of a decimal part
 ("18.00" == "18"). The target is the number after "#### " in the reference solution.
+
+Regimes: harness (default: the settings above) and tulu (`--regime tulu`: OLMES's `gsm8k::tulu`, the
+setting of the Tülu 3 / OLMo 2 instruct rows). OLMES's own source could not be read here; the tulu regime
+follows third-party reimplementations that claim parity with it (an open-instruct-style `gsm8k_eval.py
+--style tulu` citing allenai/olmes `oe_eval/configs/tasks.py` and `oe_eval/tasks/oe_eval_tasks/gsm8k.py`,
+and an eSurge GSM8K script quoting `oe_eval/tasks/fewshot_sources.py` FEWSHOT_SOURCES["STD:GSM8k"]
+"verbatim"). It differs from the harness regime in four places:
+1. every user turn (exemplars and the question) is "Question: {q}\nAnswer:", not the bare question;
+2. the assistant turn starts with "Answer:": a chat request cannot prefill the model's turn (the adapters
+   send messages, not a rendered prompt), so each exemplar's assistant turn is "Answer: {worked answer}",
+   and the model, continuing that pattern, opens its own turn the same way (OLMES's chat contexts carry an
+   `assistant_prefix`; its gsm8k::tulu value could not be checked);
+3. the exemplar answers (the same 8 of Wei et al.; STD:GSM8k) end "So the answer is N." (not "The answer
+   is N.");
+4. generation stops at "Question:", "</s>" and "<|im_end|>" (chat and text alike).
+Text-completion endpoints get "Question: {q}\nAnswer: {a}" blocks separated by a blank line, ending with
+"Question: {q}\nAnswer:". Unchanged: test split, 8 shots as a multi-turn chat, greedy, 512 new tokens.
+Scoring is unchanged too: OLMES's gsm8k exact_match takes the last number of the response (commas, "$" and
+a trailing "." removed), which is what exact_match_flex does (the primary metric under both regimes);
+exact_match_strict still needs "the answer is N" / "#### N", which "So the answer is N." satisfies.
 """
 
 from __future__ import annotations
@@ -21,7 +41,7 @@ from typing import Any
 
 from harness.data import DataSource, HubDataset, jsonl_or_hub, rows_hash
 from harness.errors import DataError
-from harness.suite import LoadedData, SuiteDefaults, mean_metrics
+from harness.suite import DEFAULT_REGIME, LoadedData, SuiteDefaults, mean_metrics, regime_pinned
 from harness.types import (
     ApiKind,
     Completion,
@@ -85,6 +105,19 @@ EXEMPLARS: tuple[tuple[str, str], ...] = (
     ),
 )
 
+TULU = "tulu"
+# OLMES gsm8k::tulu: its stop sequences, and its exemplars (STD:GSM8k): Wei et al.'s with "So the answer is N."
+TULU_STOP: tuple[str, ...] = ("Question:", "</s>", "<|im_end|>")
+TULU_EXEMPLARS: tuple[tuple[str, str], ...] = tuple(
+    (q, re.sub(r"The answer is (\S+)\.$", r"So the answer is \1.", a)) for q, a in EXEMPLARS
+)
+
+
+def tulu_query(question: str) -> str:
+    """A user turn (or text block) under the tulu regime."""
+    return f"Question: {question}\nAnswer:"
+
+
 _NUMBER = r"-?\$?\d(?:[\d,]*\d)?(?:\.\d+)?"
 _ANY_NUMBER = re.compile(_NUMBER)
 _STRICT = re.compile(r"(?:the\s+(?:final\s+)?answer\s+is|####)\s*:?\s*\**\s*(" + _NUMBER + ")", re.IGNORECASE)
@@ -121,17 +154,20 @@ class GSM8K(SuiteDefaults):
     thinking_budget = 2048  # tokens of thinking when reasoning is on: grade-school arithmetic: a few hundred tokens of thought is typical
     headline_metrics: tuple[str, ...] = (FLEX, STRICT)
     description = __doc__ or ""
+    regimes: tuple[str, ...] = (DEFAULT_REGIME, TULU)
 
     def default_settings(self) -> GenerationSettings:
-        return GenerationSettings(max_tokens=512, temperature=0.0)
+        stop = TULU_STOP if self.regime == TULU else ()
+        return GenerationSettings(max_tokens=512, temperature=0.0, stop=stop)
 
     def pinned_settings(self) -> Mapping[str, Any]:
         return {
             "split": "test",
             "num_fewshot": len(EXEMPLARS),
-            "fewshot": "wei2022-cot",
+            "fewshot": "olmes-std-gsm8k" if self.regime == TULU else "wei2022-cot",
             "format": "multiturn",
             **self.reasoning.pinned(),
+            **regime_pinned(self.regime),
         }
 
     def load(self, source: DataSource, limit: int | None) -> LoadedData:
@@ -152,6 +188,8 @@ class GSM8K(SuiteDefaults):
         return LoadedData(tuple(chosen), len(samples), origin, rows_hash(rows, ("question", "answer")))
 
     def requests(self, sample: Sample, settings: GenerationSettings, api: ApiKind) -> list[Request]:
+        if self.regime == TULU:
+            return [self._tulu_request(sample, settings, api)]
         question = sample.prompt_text
         if api == "chat":
             turns: list[Message] = []
@@ -161,6 +199,16 @@ class GSM8K(SuiteDefaults):
         shots = "".join(f"Q: {q}\nA: {a}\n\n" for q, a in EXEMPLARS)
         text_settings = settings if settings.stop else replace(settings, stop=("Q:",))
         return [Request(sample.id, text_settings, prompt=f"{shots}Q: {question}\nA:")]
+
+    def _tulu_request(self, sample: Sample, settings: GenerationSettings, api: ApiKind) -> Request:
+        query = tulu_query(sample.prompt_text)
+        if api == "chat":
+            turns: list[Message] = []
+            for q, a in TULU_EXEMPLARS:
+                turns += [Message("user", tulu_query(q)), Message("assistant", f"Answer: {a}")]
+            return Request(sample.id, settings, messages=(*turns, Message("user", query)))
+        shots = "".join(f"{tulu_query(q)} {a}\n\n" for q, a in TULU_EXEMPLARS)
+        return Request(sample.id, settings, prompt=f"{shots}{query}")
 
     def score(self, sample: Sample, completions: Sequence[Completion]) -> Score:
         response = completions[0].text

@@ -13,8 +13,18 @@ nothing. Kwargs with empty values are dropped, as lm-eval does (the hub export c
 NLTK's `punkt_tab` (sentence splitting) is read from `<data dir>/nltk_data` when present; nothing is
 downloaded. langdetect is seeded (DetectorFactory.seed = 0) so the language checker is reproducible.
 Prompts 1122 and 1129 ask for the frequency of "#" and "!", which the reference checker replaces by a
-random letter; each response is judged with Python's `random` seeded to 0 (its state restored after), so
-those verdicts are reproducible (lm-eval's depend on its global random state).
+random letter. lm-eval builds each instruction's checker twice, once for strict and once for loose, so it
+draws that letter twice (with its global random state at seed 0: "y" for strict, "w" for loose) and one
+response can pass an instruction strictly yet fail it loosely. Here each instruction's checker is built
+once per judged response and serves both checks, and whatever it draws comes from Python's `random`
+seeded with the prompt key and the instruction's index (its state restored after): the same letter in
+strict and loose, on every run and machine (since suite version 1.1; these two verdicts are the only ones
+that can differ from lm-eval's, which depend on its global random state).
+
+Regimes: harness (default: the settings above) and tulu (`--regime tulu`: OLMES's `ifeval::tulu`, the
+setting of the Tülu 3 / OLMo 2 instruct rows: at most 2,048 new tokens instead of 1,280, all else the same;
+source: the `ifeval::tulu` entry of allenai/olmes `oe_eval/configs/tasks.py` as quoted by third-party
+reimplementations that claim parity (max_gen_toks 2048); OLMES's own source could not be read here).
 
 Metrics:
 - prompt_level_loose_acc (primary), prompt_level_strict_acc: the share of prompts whose instructions are
@@ -38,7 +48,7 @@ from typing import Any
 from harness.data import DATA_DIR_ENV, DataSource, HubDataset, jsonl_or_hub, rows_hash
 from harness.errors import DataError, MissingExtraError
 from harness.stats import summarize
-from harness.suite import LoadedData, SuiteDefaults
+from harness.suite import DEFAULT_REGIME, LoadedData, SuiteDefaults, regime_pinned
 from harness.types import (
     ApiKind,
     Completion,
@@ -54,7 +64,8 @@ HUB = HubDataset("google/IFEval", None, "train", "966cd89545d6b6acfd7638bc708b98
 DATA_FILE = "ifeval/input_data.jsonl"
 NLTK_SUBDIR = "nltk_data"
 PUNKT = "tokenizers/punkt_tab"
-JUDGE_SEED = 0  # Python's random, reseeded for each judged response
+JUDGE_SEED = 0  # the global random seed agreement checks give lm-eval (its letter draws depend on it)
+TULU_MAX_TOKENS = 2048  # OLMES ifeval::tulu max_gen_toks
 
 PROMPT_STRICT, PROMPT_LOOSE = "prompt_level_strict_acc", "prompt_level_loose_acc"
 INST_STRICT, INST_LOOSE = "inst_level_strict_acc", "inst_level_loose_acc"
@@ -147,37 +158,45 @@ def loose_variants(response: str) -> list[str]:
     ]
 
 
-def _follows(
-    instruction_ids: Sequence[str],
-    kwargs: Sequence[Mapping[str, Any]],
-    prompt: str,
-    responses: Sequence[str],
-) -> list[bool]:
-    """For each instruction: does any of `responses` follow it (lm-eval's loop, one fresh checker each)."""
-    registry = checkers()
-    verdicts = []
-    for index, instruction_id in enumerate(instruction_ids):
-        checker = registry.INSTRUCTION_DICT[instruction_id](instruction_id)
-        checker.build_description(**{k: v for k, v in kwargs[index].items() if v})
+def _checker(
+    registry: ModuleType, key: int, index: int, instruction_id: str, kwargs: Mapping[str, Any], prompt: str
+) -> Any:
+    """One instruction's checker, built as lm-eval builds it (kwargs with empty values dropped, the prompt
+    passed to checkers that ask for it). A checker whose kwargs are missing or invalid draws the value from
+    Python's `random`, seeded here with the prompt key and instruction index (state restored after), so the
+    draw is the same on every run and machine and never depends on other instructions."""
+    checker = registry.INSTRUCTION_DICT[instruction_id](instruction_id)
+    saved = random.getstate()
+    random.seed(f"ifeval:{key}:{index}")  # a str seed hashes with sha512: no PYTHONHASHSEED dependence
+    try:
+        checker.build_description(**{k: v for k, v in kwargs.items() if v})
         args = checker.get_instruction_args()
         if args and "prompt" in args:
             checker.build_description(prompt=prompt)
-        verdicts.append(any(r.strip() and checker.check_following(r) for r in responses))
-    return verdicts
+    finally:
+        random.setstate(saved)
+    return checker
+
+
+def instruction_args(
+    key: int, instruction_ids: Sequence[str], kwargs: Sequence[Mapping[str, Any]], prompt: str
+) -> list[dict[str, Any]]:
+    """The arguments each instruction is judged with (drawn values included), e.g. the letter of 1122."""
+    registry = checkers()
+    built = [_checker(registry, key, i, iid, kwargs[i], prompt) for i, iid in enumerate(instruction_ids)]
+    return [dict(c.get_instruction_args() or {}) for c in built]
 
 
 def judge(
-    instruction_ids: Sequence[str], kwargs: Sequence[Mapping[str, Any]], prompt: str, response: str
+    key: int, instruction_ids: Sequence[str], kwargs: Sequence[Mapping[str, Any]], prompt: str, response: str
 ) -> tuple[list[bool], list[bool]]:
-    """(strict, loose) verdict per instruction, as lm-eval's process_results computes them (strict first,
-    then loose, so the random draws of checkers with invalid kwargs come in lm-eval's order)."""
-    saved = random.getstate()
-    random.seed(JUDGE_SEED)
-    try:
-        strict = _follows(instruction_ids, kwargs, prompt, [response])
-        loose = _follows(instruction_ids, kwargs, prompt, loose_variants(response))
-    finally:
-        random.setstate(saved)
+    """(strict, loose) verdict per instruction, as lm-eval's process_results computes them, except that one
+    checker per instruction serves both (lm-eval builds two, so a random draw can differ between them)."""
+    registry = checkers()
+    built = [_checker(registry, key, i, iid, kwargs[i], prompt) for i, iid in enumerate(instruction_ids)]
+    variants = loose_variants(response)
+    strict = [bool(response.strip()) and bool(c.check_following(response)) for c in built]
+    loose = [any(r.strip() and c.check_following(r) for r in variants) for c in built]
     return strict, loose
 
 
@@ -215,14 +234,17 @@ def _clean_row(row: Mapping[str, Any], index: int, origin: str) -> dict[str, Any
 
 class IFEval(SuiteDefaults):
     name = "ifeval"
-    version = "1.0"
+    version = "1.1"  # 1.1: one random draw per instruction (prompts 1122 and 1129)
     primary_metric = PROMPT_LOOSE
     thinking_budget = 1024  # tokens of thinking when reasoning is on: formatting, not problem solving
     headline_metrics: tuple[str, ...] = (PROMPT_LOOSE, PROMPT_STRICT, INST_STRICT, INST_LOOSE)
     description = __doc__ or ""
+    regimes: tuple[str, ...] = (DEFAULT_REGIME, "tulu")
 
     def default_settings(self) -> GenerationSettings:
-        return GenerationSettings(max_tokens=1280, temperature=0.0)
+        return GenerationSettings(
+            max_tokens=TULU_MAX_TOKENS if self.regime == "tulu" else 1280, temperature=0.0
+        )
 
     def pinned_settings(self) -> Mapping[str, Any]:
         try:
@@ -231,7 +253,7 @@ class IFEval(SuiteDefaults):
             library = "lm-eval (not installed)"
         return {
             "split": "train", "num_fewshot": 0, "format": "single-turn", "checkers": library,
-            **self.reasoning.pinned(),
+            **self.reasoning.pinned(), **regime_pinned(self.regime),
         }  # fmt: skip
 
     def load(self, source: DataSource, limit: int | None) -> LoadedData:
@@ -271,7 +293,7 @@ class IFEval(SuiteDefaults):
 
     def verdicts(self, sample: Sample, response: str) -> tuple[list[bool], list[bool]]:
         meta = sample.metadata
-        return judge(meta["instruction_id_list"], meta["kwargs"], sample.prompt_text, response)
+        return judge(meta["key"], meta["instruction_id_list"], meta["kwargs"], sample.prompt_text, response)
 
     def score(self, sample: Sample, completions: Sequence[Completion]) -> Score:
         strict, loose = self.verdicts(sample, completions[0].text)

@@ -30,6 +30,8 @@ SUBCOMMANDS = (
     "leaderboard",
     "report",
     "gate",
+    "validate",
+    "export",
     "doctor",
 )
 

@@ -17,6 +17,7 @@ from harness.cli.argtypes import (
     reasoning_spec,
     whole_number,
 )
+from harness.cli.export_wandb_cmd import add_wandb_flags
 
 if TYPE_CHECKING:
     from harness.api.evaluate import EvalResults
@@ -58,6 +59,12 @@ def register(commands: Any) -> None:
     p.add_argument("--top-p", type=float, help="override top_p (default 1.0)")
     add_reasoning_flags(p)
     p.add_argument(
+        "--regime",
+        metavar="NAME",
+        help="evaluation regime: harness (the pinned settings, default) or tulu (OLMES's Tülu 3 prompts and "
+        "limits, for GSM8K and IFEval: numbers that stand next to the OLMo 2 rows); part of the settings hash",
+    )
+    p.add_argument(
         "--judge",
         metavar="NAME",
         help="safety judge: refusal-heuristic (default, offline) or wildguard",
@@ -89,13 +96,14 @@ def register(commands: Any) -> None:
         help="print every metric, per-category breakdowns included (default: each suite's headline metrics)",
     )
     add_quiet_flag(p)
+    add_wandb_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from harness.api.evaluate import Generation, evaluate
     from harness.reasoning import NO_REASONING
-    from harness.suite import SuiteOptions
+    from harness.suite import DEFAULT_REGIME, SuiteOptions
 
     suites, limit, judge = args.suite, args.limit, args.judge or "refusal-heuristic"
     chosen = {
@@ -127,7 +135,11 @@ def run(args: argparse.Namespace) -> int:
         generation=generation,
         backend=adapter_options(args, args.price_table),
         scoring=SuiteOptions(
-            judge, args.judge_checkpoint, judge_timeout_s=args.timeout, reasoning=reasoning or NO_REASONING
+            judge,
+            args.judge_checkpoint,
+            judge_timeout_s=args.timeout,
+            reasoning=reasoning or NO_REASONING,
+            regime=args.regime or DEFAULT_REGIME,
         ),
         max_cost=args.max_cost,
         cache=not args.no_cache,
@@ -138,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(results.to_records(), indent=2))
     else:
         _print_table(results, all_metrics=args.all_metrics)
+    if args.wandb:
+        from harness.cli.export_wandb_cmd import export_after
+
+        export_after(args, [str(run.run_dir) for run in results.runs], [], {})
     return 0
 
 

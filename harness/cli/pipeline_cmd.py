@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from harness.cli.argtypes import add_data_dir_flag, add_json_flag, add_quiet_flag, add_runs_flag
+from harness.cli.export_wandb_cmd import add_wandb_flags
 
 
 def register(commands: Any) -> None:
@@ -24,6 +25,7 @@ def register(commands: Any) -> None:
     )
     add_json_flag(p, "print the summary as JSON on stdout")
     add_quiet_flag(p, "no progress lines")
+    add_wandb_flags(p)
     p.set_defaults(func=run)
 
 
@@ -38,6 +40,14 @@ def run(args: argparse.Namespace) -> int:
 
     summary = run_pipeline(Path(args.file).expanduser().resolve(), runs_root(args.runs),
                            resolve_data_source(args.data_dir), args.allow_contamination, args.quiet)  # fmt: skip
+    if args.wandb:
+        from harness.cli.export_wandb_cmd import export_after
+
+        stages = summary["stages"]
+        export_after(args, [e["run_dir"] for stage in stages for e in stage["evals"]],
+                     [stage["checkpoint"]["name"] for stage in stages],
+                     {stage["checkpoint"]["name"]: {**stage["gate"], "against": stage["checkpoint"]["parent"]}
+                      for stage in stages if stage["gate"]["verdict"] is not None})  # fmt: skip
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

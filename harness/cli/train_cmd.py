@@ -14,6 +14,7 @@ import argparse
 from typing import Any
 
 from harness.cli.argtypes import add_data_dir_flag, add_json_flag, add_quiet_flag, add_runs_flag, whole_number
+from harness.cli.export_wandb_cmd import add_wandb_flags
 
 
 def register(commands: Any) -> None:
@@ -50,6 +51,7 @@ def register(commands: Any) -> None:
     )
     add_json_flag(p, "print the stage summary as JSON on stdout")
     add_quiet_flag(p, "no progress lines")
+    add_wandb_flags(p)
     p.set_defaults(func=run)
 
 
@@ -94,6 +96,12 @@ def report(request: Any, args: argparse.Namespace, base_dir: Any) -> int:
         print(json.dumps(outcome.to_record(), indent=2))
     else:
         print(describe(outcome))
+    if args.wandb:
+        from harness.cli.export_wandb_cmd import export_after
+
+        record = outcome.to_record()
+        export_after(args, [e.run_dir for e in outcome.evals], [outcome.entry.name],
+                     {outcome.entry.name: {**record["gate"], "against": outcome.entry.parent}})  # fmt: skip
     if args.require_pass and outcome.gate_exit not in (None, 0):
         return int(outcome.gate_exit)
     return 0

@@ -130,6 +130,9 @@ def eval_command(reference: str, suite: str, like: RunView | None, root: Path) -
         if judge is not None:
             argv += ["--judge", str(judge)]
         argv += _reasoning_flags(ReasoningSpec.from_pinned(m.suite_settings), gen.thinking_budget)
+        regime = m.suite_settings.get("regime")
+        if regime is not None:
+            argv += ["--regime", str(regime)]
     return [*argv, "--runs", str(root)]
 
 

@@ -1,5 +1,6 @@
 """IFEval: loading, requests, NLTK set-up, hand-checked verdicts, and a sample-by-sample check against
-lm-eval's own `lm_eval.tasks.ifeval.utils.process_results` on the embedded model's real responses."""
+lm-eval's own `lm_eval.tasks.ifeval.utils.process_results` on the embedded model's real responses (the one
+exception, an instruction whose checker draws a random value, is stated in `reference`)."""
 
 from __future__ import annotations
 
@@ -69,13 +70,42 @@ def samples(suite: IFEval, data_dir: Path) -> tuple[Sample, ...]:
     return suite.load(DataSource(data_dir), None).samples
 
 
+def random_draws(doc: Mapping[str, Any]) -> list[int]:
+    """The indices of `doc`'s instructions whose lm-eval checker draws a random value when built (its kwargs
+    are missing or invalid, as the letters "#" of 1122 and "!" of 1129): building it moves `random`."""
+    registry = checkers()
+    drawn = []
+    for index, instruction_id in enumerate(doc["instruction_id_list"]):
+        random.seed(ifeval_module.JUDGE_SEED)
+        before = random.getstate()
+        checker = registry.INSTRUCTION_DICT[instruction_id](instruction_id)
+        checker.build_description(**{k: v for k, v in doc["kwargs"][index].items() if v})
+        if random.getstate() != before:
+            drawn.append(index)
+    return drawn
+
+
 def reference(doc: Mapping[str, Any], response: str) -> dict[str, Any]:
-    """lm-eval's own per-sample verdicts, with Python's random seeded as the suite seeds it (two prompts,
-    1122 and 1129, make lm-eval's letter-frequency checker pick a random letter)."""
+    """lm-eval's own per-sample verdicts (`process_results`, Python's random seeded to JUDGE_SEED), with one
+    stated exception: an instruction whose checker draws a random value (only 1122's and 1129's letter) is
+    drawn twice by lm-eval (strict and loose apart) and once by the suite (suite 1.1), so that instruction's
+    two verdicts come from lm-eval's checker given the suite's drawn value explicitly; nothing else changes."""
     from lm_eval.tasks.ifeval import utils
 
     random.seed(ifeval_module.JUDGE_SEED)
     result: dict[str, Any] = utils.process_results(dict(doc), [response])
+    drawn = random_draws(doc)
+    if drawn:
+        ids, kwargs = doc["instruction_id_list"], doc["kwargs"]
+        args = ifeval_module.instruction_args(doc["key"], ids, kwargs, doc["prompt"])
+        for index in drawn:
+            given = {**doc, "instruction_id_list": [ids[index]], "kwargs": [args[index]]}
+            assert random_draws(given) == []  # the drawn value, passed explicitly, draws nothing
+            alone = utils.process_results(given, [response])
+            for name in ("inst_level_strict_acc", "inst_level_loose_acc"):
+                result[name][index] = alone[name][0]
+        result["prompt_level_strict_acc"] = all(result["inst_level_strict_acc"])
+        result["prompt_level_loose_acc"] = all(result["inst_level_loose_acc"])
     return result
 
 
