@@ -23,6 +23,8 @@ from harness.runs.catalog import Catalog, CheckpointView, RunView
 from harness.runs.manifest import now_iso
 from harness.runs.store import SampleRecord
 from harness.version import __version__
+from reports.diversity import DiversitySection, diversity_section
+from reports.efficiency import EfficiencySection, efficiency_section
 from reports.model_card import ModelCard, build_card, read_card
 from reports.qualitative import Pair, compare_pair
 from reports.render import render
@@ -163,6 +165,8 @@ def build_report(
         for run in c.runs.values()
         if is_safety(run)
     ]
+    efficiency: EfficiencySection = efficiency_section(order, samples)
+    diversity: DiversitySection = diversity_section(order, samples)
     pairs: list[Pair] = [compare_pair(a, b, reason, catalog, examples) for a, b, reason in _pairs(order)]
     figures = _figures(catalog)
 
@@ -196,6 +200,8 @@ def build_report(
         "figures": figures,
         "lengths": lengths,
         "refusals": refusals,
+        "efficiency": efficiency,
+        "diversity": diversity,
         "card": model_card,
         "plotly_js": PLOTLY_JS,
         "verdicts_csv": VERDICTS_CSV if refusals else None,

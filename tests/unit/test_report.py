@@ -311,3 +311,17 @@ def test_hostile_response_stays_text_in_a_real_browser(report: Path) -> None:
             assert errors == [] and dialogs == []
         finally:
             browser.close()
+
+
+def test_efficiency_and_diversity_sections_compare_the_two_checkpoints(report: Path) -> None:
+    md = (report / "report.md").read_text()
+    efficiency = _section(md, "## Efficiency", "## Refusal")
+    diversity = _section(md, "## Diversity and verbosity", "## Model card")
+    # Replay responses are never timed and carry no token counts: said so, never shown as 0.
+    assert "| gsm8k | sft-1 | 6 | 0 of 6 | unmeasured |" in efficiency
+    assert "| gsm8k | sft-1 -> dpo-1 | completion tokens | 0 |" in efficiency
+    # The paired length difference over the 6 GSM8K samples, with its small-n (t) interval.
+    assert "| gsm8k | sft-1 -> dpo-1 | response chars | 6 |" in diversity
+    assert "| safety | dpo-1 | 6 | 100.0 |" in diversity  # every DPO refusal apologizes
+    html = (report / "report.html").read_text()
+    assert 'id="efficiency"' in html and 'id="diversity"' in html
