@@ -39,6 +39,7 @@ from reports.sections import (
     refusal_section,
 )
 from reports.select import Selection, select
+from reports.sweeps import SWEEP_FIGURE_KEY, SweepSection, sweep_section
 
 PLOTLY_JS = "plotly.min.js"
 VERDICTS_CSV = "safety_verdicts.csv"
@@ -141,6 +142,7 @@ def build_report(
     runs_root: Path,
     card_file: Path | None = None,
     examples: int = 3,
+    sweep_key: str = "beta",
 ) -> ReportSummary:
     selection: Selection = select(arguments, runs_root)
     catalog, order = selection.catalog, selection.order
@@ -169,6 +171,9 @@ def build_report(
     diversity: DiversitySection = diversity_section(order, samples)
     pairs: list[Pair] = [compare_pair(a, b, reason, catalog, examples) for a, b, reason in _pairs(order)]
     figures = _figures(catalog)
+    sweeps: SweepSection = sweep_section(order, catalog, key=sweep_key)
+    if sweeps.families:
+        figures.append(Figure(SWEEP_FIGURE_KEY, sweeps.title, sweeps.figure))
 
     entries, registry = _registry_entries(runs_root)
     subject = pairs[0].b if pairs else order[-1]
@@ -202,6 +207,7 @@ def build_report(
         "refusals": refusals,
         "efficiency": efficiency,
         "diversity": diversity,
+        "sweeps": sweeps,
         "card": model_card,
         "plotly_js": PLOTLY_JS,
         "verdicts_csv": VERDICTS_CSV if refusals else None,

@@ -220,6 +220,8 @@ def run_stage(request: TrainRequest, root: Path, data: DataSource, quiet: bool =
                 "backend": request.backend, "steps": result.steps, "examples": result.examples,
                 "cost_usd": result.cost_usd, "config_file": request.source, "out_dir": str(out_dir),
                 "train_log": str(out_dir / TRAIN_LOG), "data": data_record, **dict(result.details),
+                # a DPO beta sweep is a tradeoff curve in `harness report` (reports/sweeps.py)
+                **({"beta": config.dpo.beta} if request.stage == "dpo" else {}),
             },
         )  # fmt: skip
         trained = True

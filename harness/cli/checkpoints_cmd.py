@@ -35,6 +35,14 @@ def register(commands: Any) -> None:
         "--data", metavar="FILE", type=Path, action="append", default=[], help="training data (repeatable)"
     )
     add.add_argument("--seed", type=int)
+    add.add_argument(
+        "--detail",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a detail to record (repeatable), e.g. beta=0.1: numbers stay numbers; `harness report "
+        "--sweep-key beta` draws a family of checkpoints as a tradeoff curve",
+    )
     add.set_defaults(func=add_entry)
     _shared_flags(add)
 
@@ -121,6 +129,7 @@ def add_entry(args: argparse.Namespace) -> int:
         config_sha256=sha256_of_files([args.config]) if args.config else None,
         data_sha256=sha256_of_files(args.data) if args.data else None,
         seed=args.seed,
+        details=_details(args.detail),
     )
     print(
         f"registered {entry.name} as {entry.stage}:v{len(registry.of_stage(entry.stage))} ({entry.stage}:latest) in {registry.path}"
@@ -153,3 +162,25 @@ def show_entry(args: argparse.Namespace) -> int:
         print(f"{key:<14} {value}")
     print(f"{'lineage':<14} {' -> '.join(f'{e.name} [{e.stage}]' for e in registry.lineage(entry))}")
     return 0
+
+
+def _details(pairs: list[str]) -> dict[str, str | int | float]:
+    """KEY=VALUE flags as a mapping; a value that reads as a finite number is stored as one."""
+    import math
+
+    from harness.errors import UsageError
+
+    details: dict[str, str | int | float] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--detail {pair!r} is not KEY=VALUE.", "e.g. --detail beta=0.1")
+        number: str | int | float = value
+        for convert in (int, float):
+            try:
+                number = convert(value)
+                break
+            except ValueError:
+                continue
+        details[key.strip()] = value if isinstance(number, float) and not math.isfinite(number) else number
+    return details

@@ -43,6 +43,13 @@ def register(commands: Any) -> None:
         metavar="N",
         help="wins and losses shown per suite (default 3)",
     )
+    p.add_argument(
+        "--sweep-key",
+        default="beta",
+        metavar="KEY",
+        help="registry detail that orders a family of checkpoints (same parent and stage) into a tradeoff "
+        "curve of refusal rate vs task performance (default beta; dotted keys reach into nested details)",
+    )
     p.set_defaults(func=run)
 
 
@@ -50,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from harness.runs.store import runs_root
     from reports.report import build_report
 
-    summary = build_report(args.targets, args.out, runs_root(args.runs), args.card, args.examples)
+    summary = build_report(
+        args.targets, args.out, runs_root(args.runs), args.card, args.examples, sweep_key=args.sweep_key
+    )
     print(summary.describe())
     return 0
