@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.reasoning import ReasonedText, ReasoningSpec, split_completion, token_split
-from harness.stats import summarize
+from harness.stats import percentile, summarize
 from harness.types import Completion, Metric
 
 if TYPE_CHECKING:
@@ -47,11 +47,8 @@ def _number(value: Any) -> float | None:
 
 
 def _percentile(ordered: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return round(ordered[low] + (ordered[high] - ordered[low]) * (position - low), 1)
+    """harness.stats.percentile to 0.1 (values here are token and character counts)."""
+    return round(percentile(ordered, q) or 0.0, 1)
 
 
 @dataclass(frozen=True)

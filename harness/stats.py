@@ -48,6 +48,18 @@ def json_number(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-quantile (0 <= q <= 1) by linear interpolation between closest ranks (numpy's default);
+    None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
 def stderr_of_mean(values: Sequence[float]) -> float:
     n = len(values)
     if n < 2:

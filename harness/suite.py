@@ -33,6 +33,8 @@ class SuiteOptions:
     # The evaluation regime: "harness" (the pinned settings) or another the suite declares in `regimes`
     # ("tulu": OLMES's Tülu 3 prompts and limits, so a number stands next to the OLMo 2 rows).
     regime: str = DEFAULT_REGIME
+    # "verbalized": prompts ask the model to end with "Confidence: N%" (harness.confidence); None: not asked.
+    confidence: str | None = None
 
     @classmethod
     def of_run(
@@ -41,13 +43,16 @@ class SuiteOptions:
         judge_checkpoint: str | None = None,
         where: str = "the run manifest",
     ) -> SuiteOptions:
-        """The options a run was scored under, from its manifest's suite settings (judge, reasoning and
-        regime)."""
+        """The options a run was scored under, from its manifest's suite settings (judge, reasoning,
+        regime and verbalized confidence)."""
         return cls(
             judge=str(suite_settings.get("judge", cls.judge)),
             judge_checkpoint=judge_checkpoint,
             reasoning=ReasoningSpec.from_pinned(suite_settings, where),
             regime=str(suite_settings.get("regime", DEFAULT_REGIME)),
+            confidence=None
+            if suite_settings.get("confidence") is None
+            else str(suite_settings["confidence"]),
         )
 
 

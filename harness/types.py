@@ -44,14 +44,18 @@ class GenerationSettings:
     # Of max_tokens, the part reserved for thinking (reasoning runs only; None: no reasoning budget). Backends
     # with a native budget or an enable_thinking switch (0: thinking off) get it too.
     thinking_budget: int | None = None
+    # Ask the backend for each generated token's log-probability (calibration). It does not change what is
+    # generated, but a run with it is a different run (its records carry them), so it is hashed when on.
+    logprobs: bool = False
 
     def as_record(self) -> dict[str, Any]:
         record = asdict(self)
         record["stop"] = list(self.stop)
-        if (
-            self.thinking_budget is None
-        ):  # absent, so runs and cache keys from before budgets keep their hashes
+        # Absent when unset, so runs and cache keys from before budgets and logprobs keep their hashes.
+        if self.thinking_budget is None:
             del record["thinking_budget"]
+        if not self.logprobs:
+            del record["logprobs"]
         return record
 
 
@@ -86,6 +90,58 @@ class Request:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# Log-probabilities are stored rounded: 4 decimals is a probability error below 0.01% and keeps records short.
+LOGPROB_DECIMALS = 4
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """One generated text's tokens as the backend scored them: token i starts at character offsets[i] of the
+    text and has log-probability logprobs[i] (natural log, <= 0). Offsets never decrease; a token that
+    is part of a multi-byte character may share its offset with the next one."""
+
+    logprobs: tuple[float, ...]
+    offsets: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.logprobs) != len(self.offsets):
+            raise ValueError("token logprobs and offsets differ in length")
+        if any(not math.isfinite(lp) or lp > 1e-6 for lp in self.logprobs):
+            raise ValueError("a token log-probability must be a finite number <= 0")
+        if any(b < a for a, b in zip(self.offsets, self.offsets[1:], strict=False)) or (
+            self.offsets and self.offsets[0] < 0
+        ):
+            raise ValueError("token offsets must start at 0 or later and never decrease")
+
+    def to_record(self) -> dict[str, Any]:
+        return {"lp": [round(lp, LOGPROB_DECIMALS) for lp in self.logprobs], "at": list(self.offsets)}
+
+    @classmethod
+    def from_record(cls, record: Any, text_length: int) -> TokenLogprobs:
+        if not isinstance(record, Mapping):
+            raise ValueError("'logprobs' entries must be objects with 'lp' and 'at'")
+        lp, at = record.get("lp"), record.get("at")
+        if not isinstance(lp, list) or not isinstance(at, list):
+            raise ValueError("'logprobs' entries need lists 'lp' and 'at'")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in lp):
+            raise ValueError("'lp' must hold numbers")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in at):
+            raise ValueError("'at' must hold whole numbers")
+        if at and at[-1] > text_length:
+            raise ValueError("a token offset lies past the end of its text")
+        return cls(tuple(float(x) for x in lp), tuple(at))
+
+    @classmethod
+    def from_tokens(cls, tokens: Sequence[str], logprobs: Sequence[float]) -> TokenLogprobs:
+        """From the token strings a backend returns (they concatenate to the text), e.g. OpenAI's
+        `logprobs.content[i].token`."""
+        offsets, at = [], 0
+        for token in tokens:
+            offsets.append(at)
+            at += len(token)
+        return cls(tuple(float(x) for x in logprobs), tuple(offsets))
+
+
 @dataclass(frozen=True)
 class Completion:
     texts: tuple[str, ...]
@@ -99,6 +155,9 @@ class Completion:
     reasonings: tuple[str | None, ...] = ()
     reasoning_tokens: int | None = None
     opened_in_prompt: bool = False
+    # Per text, the generated tokens' log-probabilities (only when GenerationSettings.logprobs asked and the
+    # backend gives them; None for a text without). Empty: none were asked for or none were given.
+    logprobs: tuple[TokenLogprobs | None, ...] = ()
     # Only on what a suite scores (harness.reasoning.answer_view): texts whose thinking never closed. Not stored.
     unanswered: tuple[bool, ...] = ()
 
@@ -126,6 +185,8 @@ class Completion:
             record["reasoning_tokens"] = self.reasoning_tokens
         if self.opened_in_prompt:
             record["opened_in_prompt"] = True
+        if any(lp is not None for lp in self.logprobs):
+            record["logprobs"] = [None if lp is None else lp.to_record() for lp in self.logprobs]
         return record
 
     @classmethod
@@ -140,6 +201,13 @@ class Completion:
         if len(reasonings) > len(texts):
             raise ValueError("'reasonings' has more entries than 'texts'")
         reasoning_tokens = record.get("reasoning_tokens")
+        logprob_records = record.get("logprobs", [])
+        if not isinstance(logprob_records, list) or len(logprob_records) > len(texts):
+            raise ValueError("'logprobs' must be a list with at most one entry per text")
+        logprobs = tuple(
+            None if lp is None else TokenLogprobs.from_record(lp, len(text))
+            for lp, text in zip(logprob_records, texts, strict=False)
+        )
         return cls(
             texts=tuple(texts),
             finish_reasons=tuple(str(r) for r in reasons),
@@ -150,6 +218,7 @@ class Completion:
             reasonings=tuple(reasonings),
             reasoning_tokens=None if reasoning_tokens is None else int(reasoning_tokens),
             opened_in_prompt=record.get("opened_in_prompt") is True,
+            logprobs=logprobs,
         )
 
 

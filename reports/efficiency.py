@@ -37,20 +37,9 @@ from harness.gating.paired import pair_by_id, paired_delta
 from harness.runs.catalog import SUITE_ORDER, CheckpointView, RunView
 from harness.runs.scores import score_key
 from harness.runs.store import SampleRecord
+from harness.stats import percentile
 
 SamplesOf = Callable[[RunView], Sequence[SampleRecord]]
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-quantile (0 <= q <= 1) by linear interpolation between closest ranks (numpy's default);
-    None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 @dataclass(frozen=True)

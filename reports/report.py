@@ -23,6 +23,7 @@ from harness.runs.catalog import Catalog, CheckpointView, RunView
 from harness.runs.manifest import now_iso
 from harness.runs.store import SampleRecord
 from harness.version import __version__
+from reports.calibration import CALIBRATION_FIGURE_KEY, CalibrationSection, calibration_section
 from reports.diversity import DiversitySection, diversity_section
 from reports.efficiency import EfficiencySection, efficiency_section
 from reports.model_card import ModelCard, build_card, read_card
@@ -174,6 +175,9 @@ def build_report(
     sweeps: SweepSection = sweep_section(order, catalog, key=sweep_key)
     if sweeps.families:
         figures.append(Figure(SWEEP_FIGURE_KEY, sweeps.title, sweeps.figure))
+    calibration: CalibrationSection = calibration_section(order, samples)
+    if calibration.measured:
+        figures.append(Figure(CALIBRATION_FIGURE_KEY, calibration.title, calibration.figure))
 
     entries, registry = _registry_entries(runs_root)
     subject = pairs[0].b if pairs else order[-1]
@@ -207,6 +211,7 @@ def build_report(
         "refusals": refusals,
         "efficiency": efficiency,
         "diversity": diversity,
+        "calibration": calibration,
         "sweeps": sweeps,
         "card": model_card,
         "plotly_js": PLOTLY_JS,

@@ -37,6 +37,14 @@ class SuiteEntry:
                 f"Its regimes: {', '.join(suite.regimes)}.",
             )
         suite.regime = options.regime
+        if options.confidence is not None:
+            from harness.confidence import asking_confidence
+
+            if options.confidence != "verbalized":
+                raise UsageError(
+                    f"Unknown confidence elicitation '{options.confidence}'.", "The one there is: verbalized."
+                )
+            return asking_confidence(suite)
         return suite
 
 

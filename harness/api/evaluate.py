@@ -48,6 +48,7 @@ class Generation:
     top_p: float | None = None
     max_tokens: int | None = None  # for the answer: with reasoning on, the thinking budget comes on top
     thinking_budget: int | None = None  # reasoning runs: tokens of thinking (None: the suite's default)
+    logprobs: bool = False  # ask for each generated token's log-probability (calibration)
 
     def for_suite(self, suite: Suite) -> GenerationSettings:
         """The suite's pinned decoding with these overrides; with reasoning on, max_tokens is the answer's
@@ -74,6 +75,7 @@ class Generation:
             temperature=temperature,
             top_p=pinned.top_p if self.top_p is None else self.top_p,
             max_tokens=self.max_tokens or pinned.max_tokens,
+            logprobs=self.logprobs,
         )
 
     @classmethod
@@ -82,7 +84,13 @@ class Generation:
         budget = settings.thinking_budget
         answer_tokens = settings.max_tokens - (budget or 0)
         return cls(
-            settings.seed or 0, settings.n, settings.temperature, settings.top_p, answer_tokens, budget
+            settings.seed or 0,
+            settings.n,
+            settings.temperature,
+            settings.top_p,
+            answer_tokens,
+            budget,
+            settings.logprobs,
         )
 
 

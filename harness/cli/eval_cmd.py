@@ -57,6 +57,19 @@ def register(commands: Any) -> None:
         "--temperature", type=float, help="override the suite's decoding temperature (pinned: greedy)"
     )
     p.add_argument("--top-p", type=float, help="override top_p (default 1.0)")
+    p.add_argument(
+        "--logprobs",
+        action="store_true",
+        help="store each generated token's log-probability where the backend gives them (the report's "
+        "calibration section); part of the settings hash",
+    )
+    p.add_argument(
+        "--ask-confidence",
+        action="store_true",
+        help='ask the model to end each response with "Confidence: N%%" (chat models; gsm8k, alice, mbpp): '
+        "the line is cut off before scoring and read by the report's calibration section; part of the "
+        "settings hash",
+    )
     add_reasoning_flags(p)
     p.add_argument(
         "--regime",
@@ -109,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     chosen = {
         "seed": args.seed, "samples": args.samples, "temperature": args.temperature, "top_p": args.top_p,
         "max_tokens": args.max_tokens, "thinking_budget": args.thinking_budget,
+        "logprobs": args.logprobs or None,
     }  # fmt: skip
     reasoning = reasoning_spec(args)
     if args.class_config:
@@ -140,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
             judge_timeout_s=args.timeout,
             reasoning=reasoning or NO_REASONING,
             regime=args.regime or DEFAULT_REGIME,
+            confidence="verbalized" if args.ask_confidence else None,
         ),
         max_cost=args.max_cost,
         cache=not args.no_cache,

@@ -154,6 +154,7 @@ class Manifest:
                     n=int(gen.get("n", 1)),
                     seed=None if gen.get("seed") is None else int(gen["seed"]),
                     thinking_budget=_optional_int(gen.get("thinking_budget")),
+                    logprobs=gen.get("logprobs") is True,
                 ),
                 limit=None if record.get("limit") is None else int(record["limit"]),
                 settings_hash=str(record["settings_hash"]),
