@@ -15,6 +15,11 @@
 - Dtype: float32 on CPU; on CUDA the checkpoint's dtype, with float32 served as bfloat16 (as vLLM does).
   Requests with different settings are generated in separate sub-batches; sampled outputs depend on
   the batch they were drawn in (one seed per sub-batch), greedy outputs do not.
+- Log-probabilities (GenerationSettings.logprobs): generate() also returns each step's raw logits
+  (`output_logits`; not `output_scores`, which are after temperature and top_p); a token's log-probability
+  is log_softmax of them, the model's own distribution as in the llama.cpp and vLLM adapters. Offsets come
+  from decoding the kept tokens incrementally; tokens from a stop string on are dropped (adapters/logprobs.py).
+  generate() keeps every step's logits until it returns (steps x rows x vocab in the model's dtype).
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from adapters.common import folder_fingerprint, truncate_at_stop
 from adapters.hub import HubSnapshot, fetch_snapshot, hub_id_for
+from adapters.logprobs import from_token_ids, token_cap
 from adapters.options import opens_thinking
 from harness.errors import UsageError
-from harness.types import ApiKind, Completion, GenerationSettings, Request
+from harness.types import ApiKind, Completion, GenerationSettings, Request, TokenLogprobs
 
 if TYPE_CHECKING:
     from adapters.options import AdapterOptions
@@ -258,27 +264,37 @@ class HfAdapter:
         if sampling and settings.seed is not None:
             torch.manual_seed(settings.seed)
         start = time.perf_counter()
+        extra = {"output_logits": True, "return_dict_in_generate": True} if settings.logprobs else {}
         with torch.inference_mode():
             output = model.generate(
                 **encoded,
                 generation_config=config,
                 tokenizer=tokenizer if settings.stop else None,
+                **extra,
             )
         latency = time.perf_counter() - start
-        new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
+        sequences = output.sequences if settings.logprobs else output
+        new_tokens = sequences[:, encoded["input_ids"].shape[1] :].tolist()
+        chosen = _chosen_logprobs(output.logits, sequences, len(output.logits)) if settings.logprobs else None
         prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
         completions = []
         for i in range(len(rows)):
             texts: list[str] = []
             reasons: list[str] = []
+            blocks: list[TokenLogprobs | None] = []
             used = 0
-            for tokens in new_tokens[i * per_prompt : (i + 1) * per_prompt]:
-                text, reason, count = self._finish(tokens, tokenizer, eos_ids, settings)
+            for row in range(i * per_prompt, (i + 1) * per_prompt):
+                text, reason, count = self._finish(new_tokens[row], tokenizer, eos_ids, settings)
                 texts.append(text)
                 reasons.append(reason)
                 used += count
+                if chosen is not None:
+                    blocks.append(
+                        _text_logprobs(tokenizer, new_tokens[row][:count], chosen[row][:count], text)
+                    )
             if not sampling:
                 texts, reasons, used = texts * settings.n, reasons * settings.n, used * settings.n
+                blocks = blocks * settings.n
             completions.append(
                 Completion(
                     texts=tuple(texts),
@@ -287,6 +303,7 @@ class HfAdapter:
                     completion_tokens=used,
                     latency_s=latency / len(rows),  # a share of the batch: sums to generation time
                     opened_in_prompt=opened[i],
+                    logprobs=tuple(blocks) if any(b is not None for b in blocks) else (),
                 )
             )
         return completions
@@ -328,6 +345,28 @@ class HfAdapter:
     async def aclose(self) -> None:
         self._model = None
         self._tokenizer = None
+
+
+def _chosen_logprobs(logits: Sequence[Any], sequences: Any, steps: int) -> list[list[float]]:
+    """Per output row, the log-probability of each generated token under the raw logits of its step
+    (one step at a time: all steps' log_softmax at once would be steps x rows x vocab floats)."""
+    import torch
+
+    generated = sequences[:, sequences.shape[1] - steps :]
+    picked = [
+        torch.log_softmax(step.float(), dim=-1).gather(1, generated[:, k : k + 1]).squeeze(1)
+        for k, step in enumerate(logits)
+    ]
+    return [[float(x) for x in row] for row in torch.stack(picked, dim=1).cpu().tolist()]
+
+
+def _text_logprobs(
+    tokenizer: Any, tokens: list[int], logprobs: list[float], text: str
+) -> TokenLogprobs | None:
+    def decode(ids: list[int]) -> str:
+        return str(tokenizer.decode(ids, skip_special_tokens=True))
+
+    return from_token_ids(decode, tokens, logprobs, text, token_cap(len(tokens)))
 
 
 def render_chat(tokenizer: Any, request: Request) -> str:

@@ -15,7 +15,13 @@ A reply is hostile input: one that is not a valid completion (no or empty `choic
 `message`/`text`, `content` null or not a string, wrong types, not JSON) or that is larger than the reply
 cap is retried like a 5xx and, if it never gets better, ends the run with exit 3: it is never returned as
 a sample, so it is never cached. The cap (bytes read per reply) is `max_reply_bytes`, by default
-BYTES_PER_TOKEN x max_tokens x n + REPLY_OVERHEAD_BYTES, at least MIN_REPLY_BYTES.
+BYTES_PER_TOKEN x max_tokens x n + REPLY_OVERHEAD_BYTES, at least MIN_REPLY_BYTES (LOGPROB_BYTES_PER_TOKEN
+per token when log-probabilities are asked for).
+
+Log-probabilities (GenerationSettings.logprobs; nothing is sent without it): chat requests send
+`"logprobs": true, "top_logprobs": 0` (the OpenAI API takes 0 alternatives; llama-cpp-python's server
+returns no log-probabilities at all without a `top_logprobs` number), text requests `"logprobs": 0` (the
+legacy API's count of alternatives: the sampled token's own log-probability is always returned).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 
 import aiohttp
 
+from adapters.logprobs import token_cap
 from adapters.openai_replies import FewerChoices, MalformedReply, parse_completion
 from harness.checkpoints import EndpointRef
 from harness.errors import EndpointError, UsageError
@@ -44,6 +51,9 @@ RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 # Reply cap: a token is a few bytes of text, up to ~6x more once JSON-escaped (\uXXXX); 64 per token
 # leaves room for that and for reasoning text that some servers return beside the answer.
 BYTES_PER_TOKEN = 64
+# With log-probabilities each token also comes back as an object ({"token", "logprob", "bytes",
+# "top_logprobs"}), 100-200 bytes escaped.
+LOGPROB_BYTES_PER_TOKEN = 320
 REPLY_OVERHEAD_BYTES = 64 * 1024
 MIN_REPLY_BYTES = 1 << 20
 MODELS_LIST_BYTES = 8 << 20  # GET /models on a hosted API lists hundreds of models
@@ -81,7 +91,8 @@ def reply_byte_cap(settings: GenerationSettings, override: int | None = None) ->
     """The most bytes read from one reply: `override` when given, else a budget per requested token."""
     if override is not None:
         return override
-    return max(MIN_REPLY_BYTES, BYTES_PER_TOKEN * settings.max_tokens * settings.n + REPLY_OVERHEAD_BYTES)
+    per_token = LOGPROB_BYTES_PER_TOKEN if settings.logprobs else BYTES_PER_TOKEN
+    return max(MIN_REPLY_BYTES, per_token * settings.max_tokens * settings.n + REPLY_OVERHEAD_BYTES)
 
 
 class _Retry(Exception):
@@ -260,8 +271,12 @@ class OpenAICompatAdapter:
             payload["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
             if s.thinking_budget == 0:
                 payload["chat_template_kwargs"] = {"enable_thinking": False}
+            if s.logprobs:
+                payload.update(logprobs=True, top_logprobs=0)
         else:
             payload["prompt"] = request.prompt
+            if s.logprobs:
+                payload["logprobs"] = 0
         return payload
 
     async def _attempt(self, url: str, payload: dict[str, Any], settings: GenerationSettings) -> Completion:
@@ -286,7 +301,8 @@ class OpenAICompatAdapter:
         if raw is None:
             raise _Retry("oversize reply", detail=f"the reply was over the cap of {cap} bytes")
         try:
-            return parse_completion(raw, self.api, settings.n, time.perf_counter() - start)
+            most = token_cap(settings.max_tokens) if settings.logprobs else None
+            return parse_completion(raw, self.api, settings.n, time.perf_counter() - start, most)
         except MalformedReply as error:
             raise _Retry("malformed reply", detail=f"the reply is not a valid completion: {error}") from None
 
@@ -308,6 +324,7 @@ class OpenAICompatAdapter:
         ))  # fmt: skip
         reasonings = tuple(p.reasonings[0] if p.reasonings else None for p in parts)
         counted = [p.reasoning_tokens for p in parts]
+        logprobs = tuple(p.logprobs[0] if p.logprobs else None for p in parts)
         return Completion(
             texts=tuple(p.text for p in parts),
             finish_reasons=tuple(p.finish_reasons[0] for p in parts),
@@ -317,6 +334,7 @@ class OpenAICompatAdapter:
             reasonings=reasonings if any(r is not None for r in reasonings) else (),
             # A total only when every part reported one: a partial sum would pass for the whole.
             reasoning_tokens=None if None in counted else sum(c for c in counted if c is not None),
+            logprobs=logprobs if any(lp is not None for lp in logprobs) else (),
         )
 
     async def _send_once(self, request: Request) -> Completion:

@@ -14,6 +14,11 @@ a server that sends neither is unchanged), and `usage.completion_tokens_details.
 They are held to the same rules as `content`: a value that is not a string (not a count) or holds a lone
 surrogate is a MalformedReply; their size counts toward the same reply cap, because the cap is on the whole
 body. Text completions (/v1/completions) have no such field.
+
+Token log-probabilities (`GenerationSettings.logprobs`; parse_completion's `logprobs_cap` is then the most
+tokens a block may hold): each choice's `logprobs` block becomes that text's `TokenLogprobs`, or None when
+it is missing, malformed, too long or does not spell the text (adapters/logprobs.py): a bad block never
+fails the reply, it only leaves that text without log-probabilities.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from harness.types import ApiKind, Completion
+from adapters.logprobs import choice_block
+from harness.types import ApiKind, Completion, TokenLogprobs
 
 
 class FewerChoices(Exception):
@@ -106,8 +112,11 @@ def _count(usage: Mapping[str, Any], key: str, prefix: str = "usage.") -> int:
     return value
 
 
-def parse_completion(raw: bytes, api: ApiKind, n: int, latency_s: float) -> Completion:
-    """Validate a 200 reply; raise MalformedReply (or FewerChoices: one choice for n > 1)."""
+def parse_completion(
+    raw: bytes, api: ApiKind, n: int, latency_s: float, logprobs_cap: int | None = None
+) -> Completion:
+    """Validate a 200 reply; raise MalformedReply (or FewerChoices: one choice for n > 1). With
+    `logprobs_cap`, read each choice's token log-probabilities too (at most that many tokens each)."""
     try:
         body = json.loads(raw)
     except ValueError:
@@ -122,6 +131,7 @@ def parse_completion(raw: bytes, api: ApiKind, n: int, latency_s: float) -> Comp
     if not choices:
         raise MalformedReply("'choices' is empty")
     picked: dict[int, tuple[str, str, str | None]] = {}
+    blocks: dict[int, TokenLogprobs | None] = {}
     for position, choice in enumerate(choices):
         where = f"choice {position}"
         if not isinstance(choice, dict):
@@ -137,6 +147,8 @@ def parse_completion(raw: bytes, api: ApiKind, n: int, latency_s: float) -> Comp
             reason or "unknown",
             _choice_reasoning(choice, api, where),
         )
+        if logprobs_cap is not None:
+            blocks[index] = choice_block(choice, api, picked[index][0], logprobs_cap)
     if len(picked) == 1 and n > 1:
         raise FewerChoices()
     if sorted(picked) != list(range(n)):
@@ -145,6 +157,7 @@ def parse_completion(raw: bytes, api: ApiKind, n: int, latency_s: float) -> Comp
     if not isinstance(usage, dict):
         raise MalformedReply(f"'usage' is {_type_name(usage)}, not an object")
     reasonings = tuple(picked[i][2] for i in range(n))
+    logprobs = tuple(blocks.get(i) for i in range(n))
     return Completion(
         texts=tuple(picked[i][0] for i in range(n)),
         finish_reasons=tuple(picked[i][1] for i in range(n)),
@@ -153,4 +166,5 @@ def parse_completion(raw: bytes, api: ApiKind, n: int, latency_s: float) -> Comp
         latency_s=latency_s,
         reasonings=reasonings if any(r is not None for r in reasonings) else (),
         reasoning_tokens=_reasoning_tokens(usage),
+        logprobs=logprobs if any(lp is not None for lp in logprobs) else (),
     )

@@ -10,6 +10,8 @@ Reasoning models (harness.reasoning) may add, per line:
   or `auto` runs. Thinking written inside the text (`<think>...</think>`) needs no field.
 - "completion_tokens" and "reasoning_tokens": whole numbers >= 0, the counts the backend reported (the
   thinking lengths in metrics.json then use them instead of a character-based estimate).
+- "logprobs": a list aligned with the texts, each null or {"lp": [...], "at": [...]} (the token
+  log-probabilities and offsets of a run's samples.jsonl, harness.types.TokenLogprobs), replayed as given.
 Anything of another type is a DataError naming FILE:LINE.
 """
 
@@ -24,12 +26,12 @@ from typing import Any
 from harness.errors import DataError, UsageError
 from harness.readers import parse_json, read_bytes
 from harness.runs.store import holds_lone_surrogate
-from harness.types import ApiKind, Completion, Request
+from harness.types import ApiKind, Completion, Request, TokenLogprobs
 
 _FIX = (
     'Each line must be {"sample_id": "...", "text": "..."} (or "texts": [...]), in UTF-8; optional '
     '"reasoning" (a string; "reasonings": a list aligned with "texts"), "completion_tokens" and '
-    '"reasoning_tokens" (whole numbers).'
+    '"reasoning_tokens" (whole numbers), "logprobs" (a list aligned with "texts" of null or {"lp", "at"}).'
 )
 
 
@@ -41,9 +43,11 @@ class Replayed:
     reasonings: tuple[str | None, ...] = ()
     completion_tokens: int = 0
     reasoning_tokens: int | None = None
+    logprobs: tuple[TokenLogprobs | None, ...] = ()
 
-    def completion(self, n: int) -> Completion:
-        """n texts: the first n, or the stored ones repeated (with their reasonings) when fewer."""
+    def completion(self, n: int, logprobs: bool = True) -> Completion:
+        """n texts: the first n, or the stored ones repeated (with their reasonings) when fewer; their
+        log-probabilities only when the request asks for them, as a live backend would."""
         chosen = [i % len(self.texts) for i in range(n)]
         reasonings = tuple(self.reasonings[i] for i in chosen) if self.reasonings else ()
         return Completion(
@@ -52,6 +56,7 @@ class Replayed:
             completion_tokens=self.completion_tokens,
             reasonings=reasonings,
             reasoning_tokens=self.reasoning_tokens,
+            logprobs=tuple(self.logprobs[i] for i in chosen) if self.logprobs and logprobs else (),
         )
 
 
@@ -83,11 +88,22 @@ def parse_replay_row(row: Any) -> tuple[str, Replayed]:
         raise TypeError("'reasoning' must be a string and 'reasonings' a list of strings or nulls")
     if reasonings and len(reasonings) != len(texts):
         raise TypeError(f"'reasonings' has {len(reasonings)} entries for {len(texts)} texts")
+    stored = row.get("logprobs", [])
+    if not isinstance(stored, list) or (stored and len(stored) != len(texts)):
+        raise TypeError('\'logprobs\' must be a list with one entry (null or {"lp", "at"}) per text')
+    try:
+        logprobs = tuple(
+            None if lp is None else TokenLogprobs.from_record(lp, len(t))
+            for lp, t in zip(stored, texts, strict=False)
+        )
+    except ValueError as error:
+        raise TypeError(f"'logprobs' is not valid: {error}") from None
     response = Replayed(
         texts=tuple(texts),
         reasonings=tuple(reasonings) if any(r is not None for r in reasonings) else (),
         completion_tokens=_count(row, "completion_tokens") or 0,
         reasoning_tokens=_count(row, "reasoning_tokens"),
+        logprobs=logprobs if any(lp is not None for lp in logprobs) else (),
     )
     return str(row["sample_id"]), response
 
@@ -134,7 +150,7 @@ class ReplayAdapter:
                     f"The replay file {self.path} has no response for sample {request.sample_id}.",
                     "Add it, or restrict the run with --limit to the samples the file covers.",
                 )
-            completions.append(response.completion(request.settings.n))
+            completions.append(response.completion(request.settings.n, request.settings.logprobs))
         return completions
 
     async def aclose(self) -> None:

@@ -37,6 +37,11 @@ of the sampled sequences' lengths; `cost_usd` from harness.pricing (built-in Tin
 after the connect timeout instead of blocking (the SDK otherwise retries for minutes). The service
 client, the credentials check, the deadlines and the mapping of the SDK's errors are shared with the
 training backend: adapters/tinker_service.py.
+
+Log-probabilities: every `SampledSequence` carries its sampled tokens' `logprobs` (nothing extra is asked
+for); with GenerationSettings.logprobs they are placed in the text by decoding the tokens with the
+tokenizer (adapters/logprobs.py). A chat text the renderer rebuilt (thinking left out) is not the decoded
+tokens, so it gets none.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from adapters import tinker_service
 from adapters.common import truncate_at_stop
+from adapters.logprobs import from_token_ids, token_cap
 from adapters.options import opens_thinking
 from adapters.tinker_renderers import (
     RENDERER_ENV,
@@ -69,7 +75,7 @@ from adapters.tinker_service import (
 from harness.checkpoints import TinkerBaseRef, TinkerRef
 from harness.errors import EndpointError
 from harness.pricing import Price, PriceTable, load_price_table
-from harness.types import ApiKind, Completion, Request
+from harness.types import ApiKind, Completion, Request, TokenLogprobs
 
 if TYPE_CHECKING:
     from adapters.options import AdapterOptions
@@ -245,6 +251,9 @@ class TinkerAdapter:
             text = str(self._tokenizer.decode(tokens, skip_special_tokens=True))
         return (truncate_at_stop(text, local_stops)[0] if local_stops else text), reasoning
 
+    def _decode(self, tokens: list[int]) -> str:
+        return str(self._tokenizer.decode(tokens, skip_special_tokens=True))
+
     def _opens_thinking(self, request: Request, prompt: Any) -> bool:
         if request.messages is None or not self.think_open_tag:
             return False
@@ -282,6 +291,13 @@ class TinkerAdapter:
         price = self.price()
         parsed = [self._text(request, t, local_stops) for t in token_lists]
         reasonings = tuple(reasoning for _, reasoning in parsed)
+        logprobs: tuple[TokenLogprobs | None, ...] = ()
+        if request.settings.logprobs:
+            cap = token_cap(request.settings.max_tokens)
+            logprobs = tuple(
+                from_token_ids(self._decode, tokens, seq.logprobs, text, cap)
+                for tokens, seq, (text, _) in zip(token_lists, sequences, parsed, strict=True)
+            )
         return Completion(
             texts=tuple(text for text, _ in parsed),
             finish_reasons=tuple("length" if seq.stop_reason == "length" else "stop" for seq in sequences),
@@ -291,6 +307,7 @@ class TinkerAdapter:
             cost_usd=0.0 if price is None else price.cost(prompt_tokens, completion_tokens),
             reasonings=reasonings if any(r is not None for r in reasonings) else (),
             opened_in_prompt=self._opens_thinking(request, prompt),
+            logprobs=logprobs if any(lp is not None for lp in logprobs) else (),
         )
 
     async def generate(self, requests: Sequence[Request]) -> list[Completion]:

@@ -26,6 +26,11 @@ How it drives vLLM, and why (API facts checked against vllm-project/vllm sources
 - LoRA: `max_lora_rank` is the adapter's rank rounded up to a size vLLM accepts, and one
   `LoRARequest(lora_name=..., lora_int_id=1, lora_path=...)` applies to every prompt. Keywords, not
   positions: forks have reordered those fields.
+- Log-probabilities (GenerationSettings.logprobs): `SamplingParams(logprobs=0)`, the sampled token's own
+  log-probability only (vLLM always includes it; its default logprobs_mode is the raw model distribution).
+  `CompletionOutput.logprobs` holds one {token_id: Logprob(logprob, rank, decoded_token)} per token id
+  (a list, or vLLM's FlatLogprobs, which indexes the same way); offsets come from decoding the token ids
+  with the model's tokenizer, tokens from a stop string on are dropped (adapters/logprobs.py).
 """
 
 from __future__ import annotations
@@ -36,17 +41,18 @@ import importlib.metadata
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from adapters.common import folder_fingerprint
 from adapters.hub import HubSnapshot, fetch_snapshot, hub_id_for
+from adapters.logprobs import token_cap, vllm_sampled_logprobs
 from adapters.options import AdapterOptions, opens_thinking
 from harness.checkpoints import VllmRef
 from harness.errors import EndpointError, MissingExtraError, UsageError
-from harness.types import Adapter, ApiKind, Completion, GenerationSettings, Message, Request
+from harness.types import Adapter, ApiKind, Completion, GenerationSettings, Message, Request, TokenLogprobs
 
 DEFAULT_BATCH_SIZE = 512
 # vllm/config/lora.py: MaxLoRARanks = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]; vLLM 0.8's
@@ -108,6 +114,8 @@ def sampling_plan(settings: GenerationSettings) -> SamplingPlan:
         "seed": s.seed,
         "include_stop_str_in_output": False,
     }
+    if s.logprobs:
+        kwargs["logprobs"] = 0
     return SamplingPlan(kwargs=kwargs, copies=s.n if greedy else 1)
 
 
@@ -139,12 +147,19 @@ def chat_prompt_text(tokenizer: Any, messages: Sequence[Message], thinking_off: 
     return str(text)
 
 
-def completion_from_outputs(outputs: Sequence[Any], latency_s: float = 0.0) -> Completion:
+def completion_from_outputs(
+    outputs: Sequence[Any],
+    latency_s: float = 0.0,
+    logprobs_cap: int | None = None,
+    decode: Callable[[list[int]], str] | None = None,
+) -> Completion:
     """vLLM RequestOutput(s) of one request -> Completion.
 
     Several outputs only when a greedy n > 1 request was split into copies. Texts follow each
     output's `index`; prompt tokens are counted once; completion tokens are summed over all texts.
+    With `logprobs_cap` (log-probabilities were asked for), each text's are read (vllm_sampled_logprobs).
     """
+    blocks: list[TokenLogprobs | None] = []
     texts: list[str] = []
     reasons: list[str] = []
     completion_tokens = 0
@@ -159,6 +174,8 @@ def completion_from_outputs(outputs: Sequence[Any], latency_s: float = 0.0) -> C
             texts.append(str(choice.text))
             reasons.append(str(reason) if reason else "unknown")
             completion_tokens += len(choice.token_ids)
+            if logprobs_cap is not None:
+                blocks.append(vllm_sampled_logprobs(choice, logprobs_cap, decode))
     prompt_ids = getattr(outputs[0], "prompt_token_ids", None) if outputs else None
     return Completion(
         texts=tuple(texts),
@@ -166,6 +183,7 @@ def completion_from_outputs(outputs: Sequence[Any], latency_s: float = 0.0) -> C
         prompt_tokens=len(prompt_ids or ()),
         completion_tokens=completion_tokens,
         latency_s=latency_s,
+        logprobs=tuple(blocks) if any(b is not None for b in blocks) else (),
     )
 
 
@@ -377,8 +395,14 @@ class VllmAdapter:
                 "This is a bug; please report it.",
             )
         completions, offset = [], 0
+        tokenizer: Any = llm.get_tokenizer() if any(r.settings.logprobs for r in requests) else None
+
+        def decode(ids: list[int]) -> str:
+            return str(tokenizer.decode(ids, skip_special_tokens=True))  # as vLLM detokenizes the text
+
         for request, count, ends_open in zip(requests, copies, opened, strict=True):
-            completion = completion_from_outputs(outputs[offset : offset + count], share)
+            cap = token_cap(request.settings.max_tokens) if request.settings.logprobs else None
+            completion = completion_from_outputs(outputs[offset : offset + count], share, cap, decode)
             completion = replace(completion, opened_in_prompt=ends_open) if ends_open else completion
             offset += count
             if len(completion.texts) != request.settings.n:

@@ -73,6 +73,7 @@ def asking_confidence(suite: Suite) -> Suite:
 
 
 def _without_confidence(completion: Completion) -> Completion:
+    # Offsets of stored logprobs stay valid: the line is cut from the end only.
     return replace(completion, texts=tuple(strip_verbalized(t) for t in completion.texts))
 
 

@@ -235,7 +235,8 @@ def split_completion(spec: ReasoningSpec, completion: Completion) -> tuple[Reaso
 
 
 def answer_view(spec: ReasoningSpec, completion: Completion) -> Completion:
-    """What a suite scores: each text replaced by its answer ("" and `unanswered` when there is none)."""
+    """What a suite scores: each text replaced by its answer ("" and `unanswered` when there is none).
+    Token log-probabilities are dropped: their offsets point into the raw text, not the answer."""
     if not spec.enabled:
         return completion
     parts = split_completion(spec, completion)
@@ -244,6 +245,7 @@ def answer_view(spec: ReasoningSpec, completion: Completion) -> Completion:
         texts=tuple(p.answer or "" for p in parts),
         unanswered=tuple(p.answer is None for p in parts),
         reasonings=(),
+        logprobs=(),
     )
 
 

@@ -27,6 +27,7 @@ SUBCOMMANDS = (
     "decontam",
     "curate",
     "package",
+    "reproduce",
     "leaderboard",
     "report",
     "gate",

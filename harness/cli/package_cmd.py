@@ -5,6 +5,11 @@ CHECKPOINT: hf:BASE+lora:DIR, vllm:BASE+lora:DIR, a registry tag naming one (sft
 LoRA folder itself. Refused (exit 2 or 4, nothing written): a rank above 32 (r or rank_pattern), weights
 whose LoRA shapes disagree with the config, missing or unreadable weights, DoRA/modules_to_save/biases,
 and references that hold no LoRA (GGUF, endpoints, Tinker samplers: download the adapter first).
+
+`harness package CHECKPOINT... --repro OUT.zip [--subset-limit N]`: a reproducibility package of the named
+checkpoints' runs (code, registry, commands, seeds, environment, model card, metrics, examples and a
+reproduce.sh that re-runs the first N samples of each suite; docs/reproducibility.md). Refused (exit 2,
+nothing written): an incomplete run, or any file holding the value of a secret-looking environment variable.
 """
 
 from __future__ import annotations
@@ -19,13 +24,38 @@ from harness.cli.argtypes import add_json_flag, add_runs_flag, whole_number
 
 def register(commands: Any) -> None:
     p = commands.add_parser(
-        "package", help="package a LoRA adapter for submission (--kaggle)", description=__doc__
+        "package",
+        help="package a LoRA adapter for submission (--kaggle), or runs for reproduction (--repro)",
+        description=__doc__,
     )
     p.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="a LoRA reference, registry tag or adapter folder"
+        "checkpoint",
+        metavar="CHECKPOINT",
+        nargs="+",
+        help="--kaggle: a LoRA reference, registry tag or adapter folder; --repro: checkpoints or run folders",
     )
     p.add_argument(
         "--kaggle", action="store_true", help="the Kaggle Nemotron reasoning challenge's submission.zip"
+    )
+    p.add_argument(
+        "--repro", metavar="OUT.zip", help="write a reproducibility package of the checkpoints' runs"
+    )
+    p.add_argument(
+        "--subset-limit",
+        type=whole_number(1),
+        default=50,
+        metavar="N",
+        help="--repro: reproduce.sh re-runs the first N samples of each suite (default 50)",
+    )
+    p.add_argument(
+        "--card", metavar="FILE", help="--repro: model card fields (YAML), as harness report --card"
+    )
+    p.add_argument(
+        "--examples",
+        type=whole_number(0),
+        default=3,
+        metavar="K",
+        help="--repro: examples per run (default 3)",
     )
     p.add_argument(
         "--out", default="submission.zip", metavar="FILE", help="the zip to write (default submission.zip)"
@@ -50,14 +80,23 @@ def run(args: argparse.Namespace) -> int:
     from harness.runs.store import runs_root
     from training.package import KAGGLE_BASE_MODEL, KAGGLE_MAX_RANK, package_kaggle
 
+    if args.repro is not None:
+        if args.kaggle:
+            raise UsageError("--kaggle and --repro write different packages.", "Pass one of them.")
+        return _repro(args)
     if not args.kaggle:
         raise UsageError(
-            "harness package needs a target, and --kaggle (the Kaggle NVIDIA Nemotron reasoning challenge's "
-            "submission.zip) is the only one so far.",
-            f"Run: harness package {redact_reference(args.checkpoint)} --kaggle",
+            "harness package needs a target: --kaggle (the Kaggle NVIDIA Nemotron reasoning challenge's "
+            "submission.zip) or --repro OUT.zip (a reproducibility package of the checkpoints' runs).",
+            f"Run: harness package {redact_reference(args.checkpoint[0])} --kaggle",
+        )
+    if len(args.checkpoint) > 1:
+        raise UsageError(
+            f"--kaggle packages one LoRA adapter, but {len(args.checkpoint)} checkpoints were named.",
+            "Name one checkpoint.",
         )
     out = Path(args.out).expanduser().resolve()
-    result = package_kaggle(args.checkpoint, out, args.max_rank, runs_root(args.runs))
+    result = package_kaggle(args.checkpoint[0], out, args.max_rank, runs_root(args.runs))
     adapter = result.adapter
     if args.json:
         payload = {
@@ -84,6 +123,44 @@ def run(args: argparse.Namespace) -> int:
     )
     for warning in result.warnings:
         print(f"harness: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _repro(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.runs.store import runs_root
+    from reports.repro_package import write_repro_package
+
+    result = write_repro_package(
+        args.checkpoint, Path(args.repro).expanduser().resolve(), runs_root(args.runs),
+        subset_limit=args.subset_limit, card_file=None if args.card is None else Path(args.card).expanduser(),
+        examples=args.examples,
+    )  # fmt: skip
+    if args.json:
+        payload = {
+            "target": "repro", "zip": str(result.path), "size_bytes": result.size_bytes, "sha256": result.sha256,
+            "files": result.files, "subset_limit": result.subset_limit, "git_revision": result.git_revision,
+            "git_dirty": result.git_dirty, "runs": [r.to_record() for r in result.runs],
+            "missing_card_fields": list(result.missing_card_fields),
+        }  # fmt: skip
+        print(json.dumps(payload, indent=2))
+        return 0
+    print(f"wrote {result.path} ({_size(result.size_bytes)}, {result.files} files, sha256 {result.sha256})")
+    revision = result.git_revision or "no git checkout: the installed version"
+    print(f"  code: {revision}" + (" + uncommitted changes" if result.git_dirty else ""))
+    for r in result.runs:
+        value = "n/a" if r.value is None else f"{r.value:.4f}"
+        print(f"  {r.checkpoint}  {r.suite}  {r.primary}={value}  n={r.n_samples}  ({r.path})")
+    print(
+        f"reproduce.sh re-runs the first {result.subset_limit} samples of each suite: harness reproduce {result.path.name}"
+    )
+    if result.missing_card_fields:
+        print(
+            f"harness: warning: model card fields not provided: {', '.join(result.missing_card_fields)} "
+            "(--card FILE or the registry entry's details)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -133,6 +133,10 @@ def eval_command(reference: str, suite: str, like: RunView | None, root: Path) -
         regime = m.suite_settings.get("regime")
         if regime is not None:
             argv += ["--regime", str(regime)]
+        if m.suite_settings.get("confidence") == "verbalized":
+            argv.append("--ask-confidence")
+        if gen.logprobs:
+            argv.append("--logprobs")
     return [*argv, "--runs", str(root)]
 
 

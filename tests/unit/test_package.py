@@ -197,10 +197,10 @@ def test_references_without_a_lora_are_refused(ref: str, needles: tuple[str, ...
     assert not (tmp_path / "s.zip").exists()
 
 
-def test_kaggle_is_the_only_target(tmp_path: Path) -> None:
+def test_a_target_is_required(tmp_path: Path) -> None:
     lora = make_adapter(tmp_path / "lora")
     proc = harness("package", str(lora), "--out", str(tmp_path / "s.zip"))
-    assert_clean_error(proc, 2, "--kaggle", "only one so far")
+    assert_clean_error(proc, 2, "--kaggle", "--repro")
     assert not (tmp_path / "s.zip").exists()
 
 
