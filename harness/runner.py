@@ -46,6 +46,33 @@ from harness.types import Adapter, Completion, GenerationSettings, Metric, Reque
 
 
 @dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (0-based): the samples whose position in the suite's (limited) sample list
+    is `index` modulo `count`. A sharded run writes its own folder under the run's and is merged into the
+    normal run layout when every shard is done (harness.shards)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise UsageError(
+                f"Shard {self.index}/{self.count} does not exist.",
+                "Shards are I/N with 0 <= I < N (e.g. --shard 0/4 ... --shard 3/4).",
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index, slash, count = text.partition("/")
+        if not slash or not index.strip().isdigit() or not count.strip().isdigit():
+            raise UsageError(f"Cannot read the shard '{text}'.", "Write it as I/N, e.g. --shard 0/4.")
+        return cls(int(index), int(count))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
 class EvalSpec:
     checkpoint: CheckpointRef
     suite: Suite
@@ -57,6 +84,7 @@ class EvalSpec:
     fresh: bool = False
     lineage: Mapping[str, Any] | None = None  # registry entry when the reference was STAGE:TAG
     cost_estimate_usd: float | None = None  # --max-cost upper bound for this suite (priced adapters)
+    shard: Shard | None = None  # evaluate only this shard of the samples (Slurm array tasks)
 
 
 @dataclass

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import pandas
 
     from adapters.options import AdapterOptions
+    from harness.runner import Shard
 
 log = logging.getLogger("harness")
 T = TypeVar("T")
@@ -193,6 +194,7 @@ def evaluate(
     cache: bool = True,
     fresh: bool = False,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> EvalResults:
     """Score `checkpoint` (any checkpoint reference, or STAGE:TAG) on `suites` (default: one of each
     benchmark). `limit`: the first N samples of each suite. `runs`: the runs folder (default
@@ -200,10 +202,12 @@ def evaluate(
     hub). `max_cost`: refuse to start when the cost estimate exceeds this many USD (priced backends).
     `cache=False` neither reads nor writes the response cache; `fresh=True` discards finished samples.
     `progress`: per suite, a bar on stderr when it is a terminal, else a line every
-    $HARNESS_PROGRESS_INTERVAL seconds (default 30) or 10% of the suite; False prints nothing."""
+    $HARNESS_PROGRESS_INTERVAL seconds (default 30) or 10% of the suite; False prints nothing.
+    `shard`: only that shard of each suite's samples (harness.shards merges the shards of a run)."""
     work = evaluate_async(
         checkpoint, suites, limit=limit, runs=runs, data_dir=data_dir, generation=generation,
         backend=backend, scoring=scoring, max_cost=max_cost, cache=cache, fresh=fresh, progress=progress,
+        shard=shard,
     )  # fmt: skip
     return run_sync(work, "evaluate")
 
@@ -222,6 +226,7 @@ async def evaluate_async(
     cache: bool = True,
     fresh: bool = False,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> EvalResults:
     """`evaluate` for code that already runs an event loop."""
     from suites import build_suites, default_suites
@@ -238,7 +243,7 @@ async def evaluate_async(
         plans = [(suite, overrides.for_suite(suite)) for suite in suite_set.suites]
         return await evaluate_suites(
             ref, entry, plans, limit=limit, root=root, data=data, backend=backend, max_cost=max_cost,
-            cache=cache, fresh=fresh, progress=progress,
+            cache=cache, fresh=fresh, progress=progress, shard=shard,
         )  # fmt: skip
     finally:
         await suite_set.aclose()
@@ -257,6 +262,7 @@ async def evaluate_suites(
     cache: bool = True,
     fresh: bool = False,
     progress: bool = False,
+    shard: Shard | None = None,
 ) -> EvalResults:
     """Suite objects with their settings (curation's and training's own prompt suites included) on one
     checkpoint: one adapter for all, the cost of all checked first, closed at the end."""
@@ -270,7 +276,7 @@ async def evaluate_suites(
         progress_interval()  # a bad $HARNESS_PROGRESS_INTERVAL fails before the checkpoint loads
     lineage = None if entry is None else entry.to_record()
     specs = [
-        EvalSpec(ref, suite, settings, limit, data, root, cache, fresh, lineage=lineage)
+        EvalSpec(ref, suite, settings, limit, data, root, cache, fresh, lineage=lineage, shard=shard)
         for suite, settings in plans
     ]
     reasoning = next((suite.reasoning for suite, _ in plans if suite.reasoning.enabled), None)

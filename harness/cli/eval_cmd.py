@@ -43,6 +43,12 @@ def register(commands: Any) -> None:
     p.add_argument("--suite", action="append", metavar="NAME", help="suite to run (repeatable; default: all)")
     p.add_argument("--limit", type=_positive, help="only the first N samples of each suite")
     p.add_argument("--seed", type=int, help="sampling seed sent with every request (default 0)")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="only shard I of N of each suite's samples (0 <= I < N; a Slurm array task); the shards of a "
+        "run are merged into the normal run layout when all are done",
+    )
     add_runs_flag(p, deprecated_out=True)
     add_data_dir_flag(p)
     add_backend_flags(p)
@@ -115,6 +121,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.api.evaluate import Generation, evaluate
+    from harness.runner import Shard
     from harness.reasoning import NO_REASONING
     from harness.suite import DEFAULT_REGIME, SuiteOptions
 
@@ -160,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         cache=not args.no_cache,
         fresh=args.fresh,
         progress=not args.quiet,
+        shard=None if args.shard is None else Shard.parse(args.shard),
     )
     if args.json:
         print(json.dumps(results.to_records(), indent=2))

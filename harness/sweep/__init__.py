@@ -1,0 +1,1 @@
+"""Sweeps: many checkpoints x suites, one scheduler locally or a Slurm array job (docs/sweeps.md)."""
