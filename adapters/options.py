@@ -24,6 +24,9 @@ class AdapterOptions:
     # Reasoning models: the open tag of a think block (harness.reasoning.ReasoningSpec.open_tag). Adapters that
     # render the chat template themselves flag a prompt that ends inside it (Completion.opened_in_prompt).
     think_open_tag: str = "<think>"
+    # Endpoints: other base URLs serving the same model (adapters/replicas.py); requests go to the least
+    # loaded one, and a failing one is drained until it recovers.
+    replicas: tuple[str, ...] = ()
 
 
 def opens_thinking(prompt: str, open_tag: str) -> bool:
