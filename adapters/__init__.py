@@ -32,7 +32,15 @@ ADAPTERS: Registry[AdapterFactory] = Registry("checkpoint form")
 
 
 def create_adapter(ref: CheckpointRef, options: AdapterOptions | None = None) -> Adapter:
-    return ADAPTERS.get(ref.form)(ref, options or AdapterOptions())
+    options = options or AdapterOptions()
+    if options.replicas and ref.form not in ("endpoint", "registry"):  # a registry entry resolves to its form
+        from harness.errors import UsageError
+
+        raise UsageError(
+            f"--replica applies to endpoint checkpoints (http://HOST/v1#MODEL), not '{ref.raw}'.",
+            "Drop --replica, or evaluate the model through a server: harness serve, vllm serve.",
+        )
+    return ADAPTERS.get(ref.form)(ref, options)
 
 
 def _llama_cpp(ref: CheckpointRef, options: AdapterOptions) -> Adapter:
@@ -56,11 +64,12 @@ def _endpoint(ref: CheckpointRef, options: AdapterOptions) -> Adapter:
 
     return OpenAICompatAdapter(
         ref,
-        concurrency=options.concurrency or 64,
+        concurrency=options.concurrency,  # None: 64 per replica
         timeout_s=options.timeout_s,
         api_key_env=options.api_key_env,
         retry=RetryPolicy(max_attempts=options.max_attempts),
         max_reply_bytes=options.max_reply_bytes,
+        replicas=options.replicas,
     )
 
 

@@ -18,6 +18,11 @@ a sample, so it is never cached. The cap (bytes read per reply) is `max_reply_by
 BYTES_PER_TOKEN x max_tokens x n + REPLY_OVERHEAD_BYTES, at least MIN_REPLY_BYTES (LOGPROB_BYTES_PER_TOKEN
 per token when log-probabilities are asked for).
 
+Replicas (`replicas=`, `--replica URL`): other base URLs serving the same model; adapters/replicas.py routes
+each request to the least-loaded healthy one and drains one that fails. The concurrency bound is the total
+over all of them: DEFAULT_CONCURRENCY per replica when not given. identity() is the checkpoint's URL and
+model whatever the replicas, so runs and cache entries are shared with single-server runs.
+
 Log-probabilities (GenerationSettings.logprobs; nothing is sent without it): chat requests send
 `"logprobs": true, "top_logprobs": 0` (the OpenAI API takes 0 alternatives; llama-cpp-python's server
 returns no log-probabilities at all without a `top_logprobs` number), text requests `"logprobs": 0` (the
@@ -28,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
 import os
 import random
@@ -42,6 +46,7 @@ import aiohttp
 
 from adapters.logprobs import token_cap
 from adapters.openai_replies import FewerChoices, MalformedReply, parse_completion
+from adapters.replicas import Replica, ReplicaPool, check_same_model, model_ids, parse_replica
 from harness.checkpoints import EndpointRef
 from harness.errors import EndpointError, UsageError
 from harness.types import ApiKind, Completion, GenerationSettings, Request
@@ -58,6 +63,9 @@ REPLY_OVERHEAD_BYTES = 64 * 1024
 MIN_REPLY_BYTES = 1 << 20
 MODELS_LIST_BYTES = 8 << 20  # GET /models on a hosted API lists hundreds of models
 ERROR_BODY_BYTES = 64 * 1024  # a 4xx body is only quoted (300 characters)
+DEFAULT_CONCURRENCY = 64  # requests in flight per replica when --concurrency is not given
+# 5xx: the server (not the request) is in trouble, so a replica answering it is drained.
+DRAINING_STATUS = frozenset({500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -96,11 +104,14 @@ def reply_byte_cap(settings: GenerationSettings, override: int | None = None) ->
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str, wait_s: float | None = None, detail: str | None = None) -> None:
+    def __init__(
+        self, reason: str, wait_s: float | None = None, detail: str | None = None, drains: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason  # a short kind, the key of retry_counts
         self.wait_s = wait_s
         self.detail = detail or reason  # what the final error says
+        self.drains = drains  # the server failed (dropped, timed out, 5xx): drain that replica
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
@@ -133,15 +144,18 @@ class OpenAICompatAdapter:
     def __init__(
         self,
         ref: EndpointRef,
-        concurrency: int = 64,
+        concurrency: int | None = None,
         timeout_s: float = 600.0,
         api_key_env: str | None = None,
         retry: RetryPolicy | None = None,
         max_reply_bytes: int | None = None,
+        replicas: Sequence[str] = (),
     ) -> None:
         self.ref = ref
         self.api: ApiKind = "text" if ref.api == "text" else "chat"
-        self.concurrency = max(1, concurrency)
+        others = [parse_replica(raw, ref) for raw in replicas]
+        self.pool = ReplicaPool([Replica(ref.base_url, ref.authorization), *others], self._probe)
+        self.concurrency = max(1, concurrency or DEFAULT_CONCURRENCY * len(self.pool))
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self.retry_counts: Counter[str] = Counter()
@@ -152,6 +166,11 @@ class OpenAICompatAdapter:
                 f"The endpoint {ref.base_url} was given credentials twice: in the URL and through the "
                 f"variable {self._key_env}.",
                 "Give them one way: drop the user:password@ part of the URL, or drop api_key_env / --api-key-env.",
+            )
+        if self._key_env is not None and any(r.authorization for r in others):
+            raise UsageError(
+                f"A replica was given credentials in its URL and the key from {self._key_env} as well.",
+                "Give them one way: drop the user:password@ part of the --replica URL, or drop --api-key-env.",
             )
         self._api_key = self._read_key()
         self._session: aiohttp.ClientSession | None = None
@@ -181,23 +200,27 @@ class OpenAICompatAdapter:
             headers["Authorization"] = self.ref.authorization
         return headers
 
-    def _auth_error(self, status: int) -> EndpointError:
+    def _auth_error(self, status: int, replica: Replica | None = None) -> EndpointError:
         """401/403: say which credentials were sent (by the variable's name, never the value)."""
         what = f"HTTP {status} (authentication)"
+        base = self.ref.base_url if replica is None else replica.base_url
         if self._key_env is not None:
             return EndpointError(
-                f"The endpoint {self.ref.base_url} rejected the API key with {what}: the key from "
+                f"The endpoint {base} rejected the API key with {what}: the key from "
                 f"${self._key_env} was sent (Authorization: Bearer) and refused.",
                 f"Check that ${self._key_env} holds a valid, current key for this server and model.",
             )
-        if self.ref.auth_scheme is not None:
+        scheme = self.ref.auth_scheme
+        if replica is not None and replica.authorization is not None:
+            scheme = replica.authorization.partition(" ")[0]
+        if scheme is not None:
             return EndpointError(
-                f"The endpoint {self.ref.base_url} rejected the credentials from the URL with {what}: "
-                f"they were sent (Authorization: {self.ref.auth_scheme}) and refused.",
+                f"The endpoint {base} rejected the credentials from the URL with {what}: "
+                f"they were sent (Authorization: {scheme}) and refused.",
                 "Check the user and password (or token) in the URL, or pass the key with ?api_key_env=VAR.",
             )
         return EndpointError(
-            f"The endpoint {self.ref.base_url} rejected the request with {what}; no key was sent.",
+            f"The endpoint {base} rejected the request with {what}; no key was sent.",
             "Name the variable holding the key with ?api_key_env=VAR in the reference or --api-key-env VAR.",
         )
 
@@ -211,39 +234,65 @@ class OpenAICompatAdapter:
             )
         return self._session
 
-    async def preflight(self) -> None:
-        """GET /models: unreachable hosts and rejected keys fail here, before any sample is queued.
+    def _replica_headers(self, replica: Replica) -> dict[str, str]:
+        """Per-request headers: a replica with credentials in its URL sends those instead of the checkpoint's."""
+        return {} if replica.authorization is None else {"Authorization": replica.authorization}
 
-        Three tries, so one dropped connection on a flaky network is not mistaken for a dead server.
-        """
-        url = f"{self.ref.base_url}/models"
+    async def _list_models(self, replica: Replica) -> tuple[int, bytes | None]:
+        """GET /models: (status, body or None when oversize); three tries, so one dropped connection on a
+        flaky network is not mistaken for a dead server."""
+        url = f"{replica.base_url}/models"
         for attempt in range(3):
             try:
                 async with self._session_or_new().get(
-                    url, timeout=aiohttp.ClientTimeout(total=15)
+                    url, timeout=aiohttp.ClientTimeout(total=15), headers=self._replica_headers(replica)
                 ) as response:
-                    status, body = response.status, await _read_capped(response, MODELS_LIST_BYTES)
-                break
+                    return response.status, await _read_capped(response, MODELS_LIST_BYTES)
             except (TimeoutError, aiohttp.ClientError, OSError) as error:
                 if attempt < 2:
                     await asyncio.sleep(self.retry.backoff(attempt, self._rng))
                     continue
                 raise EndpointError(
-                    f"Cannot reach the endpoint {self.ref.base_url} ({type(error).__name__}: {error or 'timeout'}).",
+                    f"Cannot reach the endpoint {replica.base_url} ({type(error).__name__}: {error or 'timeout'}).",
                     "Check that the server is running and the URL ends with its API root (usually /v1); "
                     "to serve a local model: harness serve --checkpoint embedded --port 8080, then use "
-                    "--checkpoint http://127.0.0.1:8080/v1#embedded.",
+                    "--checkpoint http://127.0.0.1:8080/v1#embedded."
+                    + (" Every --replica must be up when the run starts." if len(self.pool) > 1 else ""),
                 ) from None
-        if status in (401, 403):
-            raise self._auth_error(status)
-        if status == 200 and body is not None:  # an oversize list only skips the model check
-            try:
-                listed = {str(m.get("id")) for m in json.loads(body).get("data", [])}
-            except (ValueError, AttributeError, TypeError):
-                listed = set()
-            if listed and self.ref.model not in listed:
-                shown = sorted(listed)[:20]  # a hosted API lists hundreds
-                log.warning("model '%s' is not among %s listed by %s", self.ref.model, shown, url)
+        raise AssertionError("unreachable")
+
+    async def preflight(self) -> None:
+        """GET /models on every replica: unreachable hosts and rejected keys fail here, before any sample is
+        queued. With replicas, each must list the checkpoint's model (see check_same_model)."""
+        listings = await asyncio.gather(*(self._list_models(r) for r in self.pool.replicas))
+        for replica, (status, _) in zip(self.pool.replicas, listings, strict=True):
+            if status in (401, 403):
+                raise self._auth_error(status, replica)
+        status, body = listings[0]
+        listed = model_ids(body) if status == 200 else None
+        if listed and self.ref.model not in listed:  # an oversize or odd list only skips the model check
+            shown = sorted(listed)[:20]  # a hosted API lists hundreds
+            log.warning(
+                "model '%s' is not among %s listed by %s/models", self.ref.model, shown, self.ref.base_url
+            )
+        if len(self.pool) > 1:
+            served = [
+                (r.base_url, s, model_ids(b) if s == 200 else None)
+                for r, (s, b) in zip(self.pool.replicas, listings, strict=True)
+            ]
+            check_same_model(self.ref.model, served)
+
+    async def _probe(self, replica: Replica) -> bool:
+        """Whether a drained replica answers again: GET /models within 5 s, HTTP 200."""
+        try:
+            async with self._session_or_new().get(
+                f"{replica.base_url}/models",
+                timeout=aiohttp.ClientTimeout(total=5),
+                headers=self._replica_headers(replica),
+            ) as response:
+                return response.status == 200
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
 
     def _payload(self, request: Request) -> dict[str, Any]:
         """The request body. Thinking budgets (reasoning runs): `max_tokens` already holds the thinking
@@ -279,15 +328,18 @@ class OpenAICompatAdapter:
                 payload["logprobs"] = 0
         return payload
 
-    async def _attempt(self, url: str, payload: dict[str, Any], settings: GenerationSettings) -> Completion:
+    async def _attempt(
+        self, replica: Replica, path: str, payload: dict[str, Any], settings: GenerationSettings
+    ) -> Completion:
         start, cap = time.perf_counter(), reply_byte_cap(settings, self.max_reply_bytes)
+        url, headers = f"{replica.base_url}/{path}", self._replica_headers(replica)
         try:
-            async with self._session_or_new().post(url, json=payload) as response:
+            async with self._session_or_new().post(url, json=payload, headers=headers) as response:
                 if response.status in RETRYABLE_STATUS:
                     wait = parse_retry_after(response.headers.get("Retry-After"))
-                    raise _Retry(f"HTTP {response.status}", wait)
+                    raise _Retry(f"HTTP {response.status}", wait, drains=response.status in DRAINING_STATUS)
                 if response.status in (401, 403):
-                    raise self._auth_error(response.status)
+                    raise self._auth_error(response.status, replica)
                 if response.status != 200:
                     quoted = await _read_capped(response, ERROR_BODY_BYTES)
                     detail = (quoted or b"").decode("utf-8", "replace")[:300].strip()
@@ -297,7 +349,7 @@ class OpenAICompatAdapter:
                     )
                 raw = await _read_capped(response, cap)
         except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as error:
-            raise _Retry(type(error).__name__) from None
+            raise _Retry(type(error).__name__, drains=True) from None
         if raw is None:
             raise _Retry("oversize reply", detail=f"the reply was over the cap of {cap} bytes")
         try:
@@ -344,23 +396,41 @@ class OpenAICompatAdapter:
                 f"The suite sent a {request.api} request to a {self.api} endpoint.",
                 "Use ?api=chat or ?api=text to match what the suite supports.",
             )
-        url, payload = f"{self.ref.base_url}/{path}", self._payload(request)
+        payload = self._payload(request)
         last = _Retry("")
-        for attempt in range(self.retry.max_attempts):
+        attempt, failovers = 0, 0
+        while attempt < self.retry.max_attempts:
+            replica = self.pool.pick()
             try:
-                return await self._attempt(url, payload, request.settings)
+                with self.pool.sending(replica):
+                    completion = await self._attempt(replica, path, payload, request.settings)
+                replica.served += 1
+                self.pool.mark_up(replica)  # it answered, even if it was drained (every replica down)
+                return completion
             except _Retry as retry:
                 self.retry_counts[retry.reason] += 1
                 last = retry
-                if attempt + 1 == self.retry.max_attempts:
+                # Another replica is healthy: retry there at once, without spending an attempt (bounded,
+                # so replicas that keep flapping still end in the usual error).
+                if (
+                    retry.drains
+                    and self.pool.mark_down(replica, retry.reason)
+                    and failovers < 2 * len(self.pool)
+                ):
+                    failovers += 1
+                    log.debug("sending %s to another replica after %s", request.sample_id, retry.reason)
+                    continue
+                attempt += 1
+                if attempt == self.retry.max_attempts:
                     break
-                delay = self.retry.backoff(attempt, self._rng)
+                delay = self.retry.backoff(attempt - 1, self._rng)
                 if retry.wait_s is not None:
                     delay = min(self.retry.max_retry_after_s, retry.wait_s) + self._rng.uniform(0, 0.1)
                 log.debug("retrying %s after %s in %.2fs", request.sample_id, retry.reason, delay)
                 await asyncio.sleep(delay)
+        also = f" and its {len(self.pool) - 1} replica(s)" if len(self.pool) > 1 else ""
         raise EndpointError(
-            f"The endpoint {self.ref.base_url} kept failing for sample {request.sample_id} "
+            f"The endpoint {self.ref.base_url}{also} kept failing for sample {request.sample_id} "
             f"({self.retry.max_attempts} attempts, last: {last.detail}).",
             _FAILURE_HINTS.get(last.reason, _FAILURE_HINTS[""]),
         )
@@ -369,5 +439,6 @@ class OpenAICompatAdapter:
         return list(await asyncio.gather(*(self._send(r) for r in requests)))
 
     async def aclose(self) -> None:
+        await self.pool.aclose()
         if self._session is not None and not self._session.closed:
             await self._session.close()

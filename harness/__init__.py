@@ -3,6 +3,7 @@
     import harness
     results = harness.evaluate("embedded", suites=["gsm8k"], limit=20)
     results.metrics_df()
+    every = harness.evaluate_many(["sft:latest", "dpo:latest"], suites=["gsm8k"])  # all at once
     harness.gate(baseline="sft:latest", candidate="dpo:latest")
     runs = harness.load_runs("runs/")
 
@@ -21,6 +22,9 @@ from harness.version import __version__
 _API = {
     "evaluate": "harness.api.evaluate",
     "evaluate_async": "harness.api.evaluate",
+    "evaluate_many": "harness.api.evaluate_many",
+    "evaluate_many_async": "harness.api.evaluate_many",
+    "CheckpointJob": "harness.api.evaluate_many",
     "EvalResults": "harness.api.evaluate",
     "SuiteRun": "harness.api.evaluate",
     "Generation": "harness.api.evaluate",
@@ -41,6 +45,7 @@ _API = {
 
 __all__ = [
     "AdapterOptions",
+    "CheckpointJob",
     "EvalResults",
     "GateResult",
     "Generation",
@@ -54,6 +59,8 @@ __all__ = [
     "__version__",
     "evaluate",
     "evaluate_async",
+    "evaluate_many",
+    "evaluate_many_async",
     "gate",
     "list_runs",
     "load_runs",
@@ -64,6 +71,7 @@ __all__ = [
 if TYPE_CHECKING:
     from adapters.options import AdapterOptions
     from harness.api.evaluate import EvalResults, Generation, SuiteRun, evaluate, evaluate_async
+    from harness.api.evaluate_many import CheckpointJob, evaluate_many, evaluate_many_async
     from harness.api.gate import gate
     from harness.api.rescore import RescoreResult, rescore
     from harness.api.runs import Runs, list_runs, load_runs

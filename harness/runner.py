@@ -41,6 +41,7 @@ from harness.runs.store import (
     write_json_atomic,
 )
 from harness.scoring_pool import ScoringPool
+from harness.shards import ShardSteps, run_shard
 from harness.suite import LoadedData, Suite
 from harness.types import Adapter, Completion, GenerationSettings, Metric, Request, Sample, Score
 
@@ -232,6 +233,8 @@ async def evaluate(spec: EvalSpec, adapter: Adapter, progress: bool = False) -> 
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise storage_error(error, run_dir, "create the run folder") from None
+    if spec.shard is not None:  # its own folder and lock (no flock: shards run on shared file systems)
+        return await _evaluate_shard(spec, adapter, loaded, run_dir, progress)
     with RunLock(run_dir):
         try:
             return await _evaluate_locked(spec, adapter, loaded, run_dir, progress)
@@ -239,6 +242,38 @@ async def evaluate(spec: EvalSpec, adapter: Adapter, progress: bool = False) -> 
             if created:  # only under the lock: no other writer can be using the folder we made
                 remove_empty_run(run_dir, created)
             raise
+
+
+def finish_metrics(
+    run_dir: Path, suite: Suite, records: Sequence[SampleRecord]
+) -> tuple[dict[str, Metric], ReasoningSummary | None]:
+    """Metrics over `records`, written to `run_dir`'s metrics.json: what a run and a shard merge both do."""
+    metrics = metrics_of(suite, records)
+    return metrics, write_metrics(run_dir, suite, metrics, records)
+
+
+async def _evaluate_shard(
+    spec: EvalSpec, adapter: Adapter, loaded: LoadedData, run_dir: Path, progress: bool
+) -> EvalOutcome:
+    """One shard (harness.shards), generating and scoring exactly as an unsharded run does."""
+    assert spec.shard is not None
+    counters = Counters()
+
+    def new_manifest(folder: Path) -> Manifest:
+        n_samples, n_total = len(loaded.samples), loaded.total
+        return _open_manifest(spec, folder, adapter, loaded.source, loaded.sha256, n_samples, n_total)
+
+    async def generate(samples: Sequence[Sample], records: list[SampleRecord], file: SamplesFile) -> None:
+        cache = ResponseCache.in_runs_folder(spec.runs_root) if spec.use_cache else None
+        try:
+            await _generate_and_score(spec, adapter, samples, records, file, cache, counters, progress)
+        finally:
+            if cache is not None:
+                cache.close()
+
+    steps = ShardSteps(new_manifest, generate, counters.apply, finish_metrics)
+    done = await run_shard(spec.shard, spec.suite, loaded, run_dir, adapter.identity(), spec.fresh, steps)
+    return EvalOutcome(done.run_dir, done.metrics, done.invocation, done.n_samples, done.reasoning)
 
 
 async def _evaluate_locked(

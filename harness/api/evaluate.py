@@ -6,13 +6,16 @@
 
 The order of work is the CLI's: resolve the checkpoint (a STAGE:TAG runs as the concrete reference it
 names today), build the suites (and a model judge once, when a suite takes one), create the adapter,
-estimate and check the cost of the whole invocation before anything generates, evaluate suite by suite,
-close the adapter and the judge.
+estimate and check the cost of the whole invocation before anything generates, evaluate the suites,
+close the adapter and the judge. The suites run at once: their requests share one bounded queue
+(harness.scheduler), so the server has no idle tail between suites. `harness.evaluate_many` does the
+same for several checkpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -26,6 +29,7 @@ from harness.lineage import CheckpointEntry, resolve_checkpoint
 from harness.reasoning_stats import ReasoningSummary
 from harness.runs.manifest import Invocation
 from harness.runs.store import runs_root
+from harness.scheduler import RequestQueue, endpoint_key, loads_model_here, run_all, using_queue
 from harness.suite import Suite, SuiteOptions
 from harness.types import GenerationSettings, Metric
 
@@ -33,7 +37,7 @@ if TYPE_CHECKING:
     import pandas
 
     from adapters.options import AdapterOptions
-    from harness.runner import Shard
+    from harness.runner import EvalOutcome, Shard
 
 log = logging.getLogger("harness")
 T = TypeVar("T")
@@ -265,7 +269,40 @@ async def evaluate_suites(
     shard: Shard | None = None,
 ) -> EvalResults:
     """Suite objects with their settings (curation's and training's own prompt suites included) on one
-    checkpoint: one adapter for all, the cost of all checked first, closed at the end."""
+    checkpoint: one adapter for all, the cost of all checked first, every suite at once through one
+    request queue (harness.scheduler), the adapter closed at the end."""
+    (results,) = await evaluate_prepared(
+        [PreparedCheckpoint(ref, entry, tuple(plans), backend)], limit=limit, root=root, data=data,
+        max_cost=max_cost, cache=cache, fresh=fresh, progress=progress, shard=shard,
+    )  # fmt: skip
+    return results
+
+
+@dataclass(frozen=True)
+class PreparedCheckpoint:
+    """A resolved checkpoint with its suites built and their settings chosen."""
+
+    ref: CheckpointRef
+    entry: CheckpointEntry | None
+    plans: tuple[tuple[Suite, GenerationSettings], ...]
+    backend: AdapterOptions | None = None
+
+
+async def evaluate_prepared(
+    checkpoints: Sequence[PreparedCheckpoint],
+    *,
+    limit: int | None,
+    root: Path,
+    data: DataSource,
+    max_cost: float | None = None,
+    cache: bool = True,
+    fresh: bool = False,
+    progress: bool = False,
+    shard: Shard | None = None,
+) -> list[EvalResults]:
+    """Every suite of every checkpoint at once, through one request queue; an adapter per checkpoint, the
+    cost of all checked first, every adapter closed at the end. Checkpoints whose model loads into this
+    process (harness.scheduler.loads_model_here) take turns instead, each closed before the next."""
     from adapters import create_adapter
     from harness.pricing import check_budget, estimate_cost, with_estimates
     from harness.progress import progress_interval
@@ -274,31 +311,75 @@ async def evaluate_suites(
 
     if progress:
         progress_interval()  # a bad $HARNESS_PROGRESS_INTERVAL fails before the checkpoint loads
-    lineage = None if entry is None else entry.to_record()
-    specs = [
-        EvalSpec(ref, suite, settings, limit, data, root, cache, fresh, lineage=lineage, shard=shard)
-        for suite, settings in plans
-    ]
-    reasoning = next((suite.reasoning for suite, _ in plans if suite.reasoning.enabled), None)
-    if reasoning is not None:  # local templates mark a prompt that ends inside this open tag
-        from adapters.options import AdapterOptions
-
-        backend = replace(backend or AdapterOptions(), think_open_tag=reasoning.open_tag)
-    adapter = create_adapter(ref, backend)
-    done: list[SuiteRun] = []
-    try:
+    queue = RequestQueue()
+    async with contextlib.AsyncExitStack() as adapters:
+        work = []
+        for checkpoint in checkpoints:
+            lineage = None if checkpoint.entry is None else checkpoint.entry.to_record()
+            specs = [
+                EvalSpec(checkpoint.ref, suite, settings, limit, data, root, cache, fresh, lineage=lineage,
+                         shard=shard)
+                for suite, settings in checkpoint.plans
+            ]  # fmt: skip
+            options = _with_reasoning(checkpoint)
+            adapter = create_adapter(checkpoint.ref, options)
+            adapters.push_async_callback(adapter.aclose)
+            queue.register(adapter, endpoint_key(checkpoint.ref, () if options is None else options.replicas))
+            work.append((specs, adapter))
         # The whole invocation is estimated (and refused) before any suite generates anything.
-        estimate = await estimate_cost(adapter, specs, require_price=max_cost is not None)
-        check_budget(estimate, max_cost, adapter.identity())
-        if estimate is not None and estimate.requests:
-            log.info("cost estimate: %s.", estimate.describe())
-        for spec in with_estimates(specs, estimate):
-            outcome = await evaluate_spec(spec, adapter, progress)
+        total = 0.0
+        for index, (specs, adapter) in enumerate(work):
+            estimate = await estimate_cost(adapter, specs, require_price=max_cost is not None)
+            check_budget(estimate, max_cost, adapter.identity())
+            if estimate is not None and estimate.requests:
+                log.info("cost estimate: %s.", estimate.describe())
+            total += 0.0 if estimate is None else estimate.usd
+            work[index] = (with_estimates(specs, estimate), adapter)
+        if max_cost is not None and len(work) > 1 and total > max_cost:
+            raise UsageError(
+                f"Refusing to start: the estimated cost of all checkpoints is ${total:.4f}; --max-cost is "
+                f"${max_cost:g}.",
+                "Evaluate fewer checkpoints at once, lower --limit, --max-tokens or --samples, or raise --max-cost.",
+            )
+
+        async def in_turn(group: list[int]) -> list[list[EvalOutcome]]:
+            """The checkpoints of `group` one after another (each one's suites at once); a model loaded
+            here is freed when its suites are done (closed again at the end: adapters close idempotently)."""
+            done = []
+            for index in group:
+                specs, adapter = work[index]
+                done.append(await run_all([evaluate_spec(spec, adapter, progress) for spec in specs]))
+                if index in local:
+                    await adapter.aclose()
+            return done
+
+        # Models loaded into this process take its memory (a GPU's, for vLLM): they take turns, each
+        # freed before the next loads. Every other checkpoint runs beside them, all at once.
+        local = [i for i, c in enumerate(checkpoints) if loads_model_here(c.ref)]
+        groups = [[i] for i in range(len(work)) if i not in local] + ([local] if local else [])
+        with using_queue(queue):
+            parts = await run_all([in_turn(group) for group in groups])
+    outcomes = {
+        i: o for group, part in zip(groups, parts, strict=True) for i, o in zip(group, part, strict=True)
+    }
+    results = []
+    for index, (checkpoint, (specs, _)) in enumerate(zip(checkpoints, work, strict=True)):
+        done = []
+        for spec, outcome in zip(specs, outcomes[index], strict=True):
             suite = spec.suite
             done.append(SuiteRun(
                 suite.name, suite.version, outcome.run_dir, outcome.n_samples, suite.primary_metric,
                 tuple(suite.headline_metrics), dict(outcome.metrics), outcome.invocation, outcome.reasoning,
             ))  # fmt: skip
-    finally:
-        await adapter.aclose()
-    return EvalResults(ref.raw, tuple(done))
+        results.append(EvalResults(checkpoint.ref.raw, tuple(done)))
+    return results
+
+
+def _with_reasoning(checkpoint: PreparedCheckpoint) -> AdapterOptions | None:
+    """The backend options; local templates mark a prompt that ends inside the reasoning's open tag."""
+    reasoning = next((suite.reasoning for suite, _ in checkpoint.plans if suite.reasoning.enabled), None)
+    if reasoning is None:
+        return checkpoint.backend
+    from adapters.options import AdapterOptions
+
+    return replace(checkpoint.backend or AdapterOptions(), think_open_tag=reasoning.open_tag)

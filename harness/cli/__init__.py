@@ -15,6 +15,7 @@ from harness.version import __version__
 
 SUBCOMMANDS = (
     "eval",
+    "sweep",
     "runs",
     "show",
     "rescore",

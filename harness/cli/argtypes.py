@@ -29,7 +29,9 @@ def whole_number(minimum: int) -> Callable[[str], int]:
 def add_backend_flags(p: Any) -> None:
     """How to reach the model: the flags `harness eval` and `harness curate` share."""
     positive = whole_number(1)
-    p.add_argument("--concurrency", type=positive, help="requests in flight for endpoints (default 64)")
+    p.add_argument(
+        "--concurrency", type=positive, help="requests in flight for endpoints (default 64 per replica)"
+    )
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request timeout in seconds")
     p.add_argument(
         "--max-attempts", type=positive, default=8, help="tries per request before giving up (default 8)"
@@ -51,6 +53,14 @@ def add_backend_flags(p: Any) -> None:
         help="endpoints: most bytes read from one reply; a larger reply is retried, never stored "
         "(default: 64 per requested token x samples + 64 KiB, at least 1 MiB)",
     )
+    p.add_argument(
+        "--replica",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="endpoints: another server with the same model (base URL, e.g. http://b:8000/v1); repeatable. "
+        "Requests go to the least-loaded one; one that fails is drained until it answers again",
+    )
 
 
 def adapter_options(args: argparse.Namespace, price_table: str | None = None) -> AdapterOptions:
@@ -66,6 +76,7 @@ def adapter_options(args: argparse.Namespace, price_table: str | None = None) ->
         tensor_parallel_size=args.tensor_parallel_size,
         price_table=price_table,
         max_reply_bytes=args.max_reply_bytes,
+        replicas=tuple(getattr(args, "replica", None) or ()),
     )
 
 

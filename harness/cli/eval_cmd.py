@@ -1,4 +1,8 @@
-"""`harness eval`: score one checkpoint on one or more suites; resumes and reuses cached responses."""
+"""`harness eval`: score one or more checkpoints on one or more suites; resumes and reuses cached responses.
+
+Every suite of every checkpoint runs at once; requests to one endpoint share one bounded queue. With one
+--checkpoint, --json prints a list of suite records; with several, a list of
+{"checkpoint": REF, "runs": [suite records]}, one per checkpoint in the order given."""
 
 from __future__ import annotations
 
@@ -36,9 +40,14 @@ def _usd(text: str) -> float:
 
 
 def register(commands: Any) -> None:
-    p = commands.add_parser("eval", help="evaluate a checkpoint", description=__doc__)
+    p = commands.add_parser("eval", help="evaluate one or more checkpoints", description=__doc__)
     p.add_argument(
-        "--checkpoint", required=True, metavar="REF", help="what to evaluate (docs/checkpoints.md: the forms)"
+        "--checkpoint",
+        action="append",
+        required=True,
+        metavar="REF",
+        help="what to evaluate (docs/checkpoints.md: the forms); repeatable: all are evaluated at once, "
+        "sharing a server's request queue where they share its base URL",
     )
     p.add_argument("--suite", action="append", metavar="NAME", help="suite to run (repeatable; default: all)")
     p.add_argument("--limit", type=_positive, help="only the first N samples of each suite")
@@ -120,9 +129,10 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.api.evaluate import Generation, evaluate
-    from harness.runner import Shard
+    from harness.api.evaluate import Generation
+    from harness.api.evaluate_many import evaluate_many
     from harness.reasoning import NO_REASONING
+    from harness.runner import Shard
     from harness.suite import DEFAULT_REGIME, SuiteOptions
 
     suites, limit, judge = args.suite, args.limit, args.judge or "refusal-heuristic"
@@ -147,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             pinned.reasoning,
         )
     generation = Generation(**{k: v for k, v in chosen.items() if v is not None})
-    results = evaluate(
+    every = evaluate_many(
         args.checkpoint,
         suites,
         limit=limit,
@@ -170,17 +180,25 @@ def run(args: argparse.Namespace) -> int:
         shard=None if args.shard is None else Shard.parse(args.shard),
     )
     if args.json:
-        print(json.dumps(results.to_records(), indent=2))
+        records: list[Any] = (
+            every[0].to_records()
+            if len(every) == 1
+            else [{"checkpoint": r.checkpoint, "runs": r.to_records()} for r in every]
+        )
+        print(json.dumps(records, indent=2))
     else:
-        _print_table(results, all_metrics=args.all_metrics)
+        for index, results in enumerate(every):
+            if index:
+                print()
+            print_results_table(results, all_metrics=args.all_metrics)
     if args.wandb:
         from harness.cli.export_wandb_cmd import export_after
 
-        export_after(args, [str(run.run_dir) for run in results.runs], [], {})
+        export_after(args, [str(run.run_dir) for r in every for run in r.runs], [], {})
     return 0
 
 
-def _print_table(results: EvalResults, all_metrics: bool) -> None:
+def print_results_table(results: EvalResults, all_metrics: bool) -> None:
     from harness.table import METRIC_HEADERS, metric_cells, render
 
     rows, hidden = [], 0

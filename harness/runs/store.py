@@ -7,6 +7,7 @@
   naming the file and line: it is never skipped silently.
 - `metrics.json`: metrics over the samples of the run, with stderr and 95% CIs.
 - `.lock`: an flock held while a process writes the run, so two processes never append to one file.
+  Shards (harness.shards) lock with harness.runs.locks.FileLock: flock is unreliable on NFS/Lustre.
 
 A write the file system refuses (full disk, read-only, no permission) raises StorageError naming the
 file and the reason; what was written before stays, and re-running the same command resumes.
@@ -30,6 +31,7 @@ from harness.reasoning import ReasonedText
 from harness.types import Completion
 
 SAMPLES, MANIFEST, METRICS, LOCK = "samples.jsonl", "manifest.json", "metrics.json", ".lock"
+SHARDS_DIR = "shards"  # <run>/shards/I-of-N/: a shard's own files (harness.shards), never a run
 RUNS_DIR_ENV = "HARNESS_RUNS_DIR"
 
 
@@ -362,8 +364,14 @@ def find_runs(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(
-        p.parent for p in root.rglob(MANIFEST) if not any(part.startswith(".") for part in p.parts[-5:-1])
+        p.parent
+        for p in root.rglob(MANIFEST)
+        if not any(part.startswith(".") for part in p.parts[-5:-1]) and not _in_shard_folder(p.parent)
     )
+
+
+def _in_shard_folder(folder: Path) -> bool:
+    return folder.parent.name == SHARDS_DIR and "-of-" in folder.name
 
 
 def resolve_run(text: str, root: Path) -> Path:
