@@ -226,7 +226,9 @@ def _open_manifest(
 
 
 async def evaluate(spec: EvalSpec, adapter: Adapter, progress: bool = False) -> EvalOutcome:
-    loaded = spec.suite.load(spec.data, spec.limit)
+    # In a thread: with every suite of an invocation starting at once, the first suite's requests go out
+    # while the others still read and parse their data.
+    loaded = await asyncio.to_thread(spec.suite.load, spec.data, spec.limit)
     run_dir = run_dir_for(spec)
     created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
     try:

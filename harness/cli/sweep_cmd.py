@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.executor == "slurm":
         return _submit(args, spec, root)
-    from harness.cli.eval_cmd import print_results_table
     from harness.api.sweep import run_sweep_local
+    from harness.cli.eval_cmd import print_results_table
 
     every = run_sweep_local(spec, root, progress=not args.quiet)
     if args.json:

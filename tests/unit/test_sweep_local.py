@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.api.sweep import adapter_options, run_sweep_local
 from harness.cli import main
 from harness.errors import UsageError
-from harness.api.sweep import adapter_options, run_sweep_local
 from harness.sweep.spec import load_sweep
 from tests.support.cli_runs import write_gold_replay
 
