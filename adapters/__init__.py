@@ -60,7 +60,8 @@ def _llama_cpp(ref: CheckpointRef, options: AdapterOptions) -> Adapter:
 
 def _endpoint(ref: CheckpointRef, options: AdapterOptions) -> Adapter:
     assert isinstance(ref, EndpointRef)
-    from adapters.openai_compat import OpenAICompatAdapter, RetryPolicy
+    from adapters.http_retry import RetryPolicy
+    from adapters.openai_compat import OpenAICompatAdapter
 
     return OpenAICompatAdapter(
         ref,

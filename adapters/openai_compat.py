@@ -32,18 +32,24 @@ legacy API's count of alternatives: the sampled token's own log-probability is a
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import os
 import random
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 
+from adapters.http_retry import (
+    RetryableReply,
+    RetryPolicy,
+    parse_retry_after,
+    read_capped,
+    reply_byte_cap,
+)
 from adapters.logprobs import token_cap
 from adapters.openai_replies import FewerChoices, MalformedReply, parse_completion
 from adapters.replicas import Replica, ReplicaPool, check_same_model, model_ids, parse_replica
@@ -53,79 +59,11 @@ from harness.types import ApiKind, Completion, GenerationSettings, Request
 
 log = logging.getLogger("harness.openai")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-# Reply cap: a token is a few bytes of text, up to ~6x more once JSON-escaped (\uXXXX); 64 per token
-# leaves room for that and for reasoning text that some servers return beside the answer.
-BYTES_PER_TOKEN = 64
-# With log-probabilities each token also comes back as an object ({"token", "logprob", "bytes",
-# "top_logprobs"}), 100-200 bytes escaped.
-LOGPROB_BYTES_PER_TOKEN = 320
-REPLY_OVERHEAD_BYTES = 64 * 1024
-MIN_REPLY_BYTES = 1 << 20
 MODELS_LIST_BYTES = 8 << 20  # GET /models on a hosted API lists hundreds of models
 ERROR_BODY_BYTES = 64 * 1024  # a 4xx body is only quoted (300 characters)
 DEFAULT_CONCURRENCY = 64  # requests in flight per replica when --concurrency is not given
 # 5xx: the server (not the request) is in trouble, so a replica answering it is drained.
 DRAINING_STATUS = frozenset({500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 8
-    base_delay_s: float = 0.5
-    max_delay_s: float = 30.0
-    max_retry_after_s: float = 120.0
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Exponential backoff with "equal jitter": half fixed, half random, so retries spread out."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2.0**attempt)
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def reply_byte_cap(settings: GenerationSettings, override: int | None = None) -> int:
-    """The most bytes read from one reply: `override` when given, else a budget per requested token."""
-    if override is not None:
-        return override
-    per_token = LOGPROB_BYTES_PER_TOKEN if settings.logprobs else BYTES_PER_TOKEN
-    return max(MIN_REPLY_BYTES, per_token * settings.max_tokens * settings.n + REPLY_OVERHEAD_BYTES)
-
-
-class _Retry(Exception):
-    def __init__(
-        self, reason: str, wait_s: float | None = None, detail: str | None = None, drains: bool = False
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason  # a short kind, the key of retry_counts
-        self.wait_s = wait_s
-        self.detail = detail or reason  # what the final error says
-        self.drains = drains  # the server failed (dropped, timed out, 5xx): drain that replica
-
-
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
-    """The body, or None as soon as it is over `cap` bytes (decompressed; nothing more is read)."""
-    if response.content_length is not None and response.content_length > cap:
-        response.close()
-        return None
-    body = bytearray()
-    async for chunk in response.content.iter_any():
-        body += chunk
-        if len(body) > cap:
-            response.close()  # drop the connection rather than drain the rest
-            return None
-    return bytes(body)
 
 
 _RESUME = "Finished samples are saved; re-run the same command to resume"
@@ -247,7 +185,7 @@ class OpenAICompatAdapter:
                 async with self._session_or_new().get(
                     url, timeout=aiohttp.ClientTimeout(total=15), headers=self._replica_headers(replica)
                 ) as response:
-                    return response.status, await _read_capped(response, MODELS_LIST_BYTES)
+                    return response.status, await read_capped(response, MODELS_LIST_BYTES)
             except (TimeoutError, aiohttp.ClientError, OSError) as error:
                 if attempt < 2:
                     await asyncio.sleep(self.retry.backoff(attempt, self._rng))
@@ -337,26 +275,30 @@ class OpenAICompatAdapter:
             async with self._session_or_new().post(url, json=payload, headers=headers) as response:
                 if response.status in RETRYABLE_STATUS:
                     wait = parse_retry_after(response.headers.get("Retry-After"))
-                    raise _Retry(f"HTTP {response.status}", wait, drains=response.status in DRAINING_STATUS)
+                    raise RetryableReply(
+                        f"HTTP {response.status}", wait, drains=response.status in DRAINING_STATUS
+                    )
                 if response.status in (401, 403):
                     raise self._auth_error(response.status, replica)
                 if response.status != 200:
-                    quoted = await _read_capped(response, ERROR_BODY_BYTES)
+                    quoted = await read_capped(response, ERROR_BODY_BYTES)
                     detail = (quoted or b"").decode("utf-8", "replace")[:300].strip()
                     raise EndpointError(
                         f"The endpoint answered HTTP {response.status} for {url}: {detail}",
                         "This is not retried; fix the request (model name, max_tokens vs context) or the server.",
                     )
-                raw = await _read_capped(response, cap)
+                raw = await read_capped(response, cap)
         except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as error:
-            raise _Retry(type(error).__name__, drains=True) from None
+            raise RetryableReply(type(error).__name__, drains=True) from None
         if raw is None:
-            raise _Retry("oversize reply", detail=f"the reply was over the cap of {cap} bytes")
+            raise RetryableReply("oversize reply", detail=f"the reply was over the cap of {cap} bytes")
         try:
             most = token_cap(settings.max_tokens) if settings.logprobs else None
             return parse_completion(raw, self.api, settings.n, time.perf_counter() - start, most)
         except MalformedReply as error:
-            raise _Retry("malformed reply", detail=f"the reply is not a valid completion: {error}") from None
+            raise RetryableReply(
+                "malformed reply", detail=f"the reply is not a valid completion: {error}"
+            ) from None
 
     async def _send(self, request: Request) -> Completion:
         if request.settings.n > 1 and self._split_n:
@@ -397,7 +339,7 @@ class OpenAICompatAdapter:
                 "Use ?api=chat or ?api=text to match what the suite supports.",
             )
         payload = self._payload(request)
-        last = _Retry("")
+        last = RetryableReply("")
         attempt, failovers = 0, 0
         while attempt < self.retry.max_attempts:
             replica = self.pool.pick()
@@ -407,7 +349,7 @@ class OpenAICompatAdapter:
                 replica.served += 1
                 self.pool.mark_up(replica)  # it answered, even if it was drained (every replica down)
                 return completion
-            except _Retry as retry:
+            except RetryableReply as retry:
                 self.retry_counts[retry.reason] += 1
                 last = retry
                 # Another replica is healthy: retry there at once, without spending an attempt (bounded,

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.metadata
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,14 +49,18 @@ from adapters.common import folder_fingerprint
 from adapters.hub import HubSnapshot, fetch_snapshot, hub_id_for
 from adapters.logprobs import token_cap, vllm_sampled_logprobs
 from adapters.options import AdapterOptions, opens_thinking
+from adapters.vllm_lora import (  # noqa: F401  (re-exported: the adapter's LoRA checks)
+    VLLM_LORA_RANKS,
+    lora_rank,
+    read_lora_config,
+    resolve_lora,
+    vllm_max_lora_rank,
+)
 from harness.checkpoints import VllmRef
 from harness.errors import EndpointError, MissingExtraError, UsageError
 from harness.types import Adapter, ApiKind, Completion, GenerationSettings, Message, Request, TokenLogprobs
 
 DEFAULT_BATCH_SIZE = 512
-# vllm/config/lora.py: MaxLoRARanks = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]; vLLM 0.8's
-# LoRAConfig accepted (8, ..., 512) without 1, so ranks below 8 round up to 8, which every version takes.
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 LORA_INT_ID = 1  # vLLM requires lora_int_id > 0, unique per adapter; we load one
 # CompletionOutput.finish_reason values (vllm/v1/engine/__init__.py FINISH_REASON_STRINGS) whose text
 # is not a real answer: caching it would make a transient failure permanent.
@@ -187,57 +190,6 @@ def completion_from_outputs(
     )
 
 
-def lora_rank(config: Mapping[str, Any], where: str = "adapter_config.json") -> int:
-    """The largest rank in a peft LoRA config: `r`, or any per-module `rank_pattern` override."""
-    r = config.get("r")
-    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-        raise UsageError(f"{where} has no positive integer 'r' (LoRA rank): {r!r}.", "Is this a peft LoRA?")
-    pattern = config.get("rank_pattern") or {}
-    ranks = [r, *(v for v in pattern.values() if isinstance(v, int))] if isinstance(pattern, dict) else [r]
-    return max(ranks)
-
-
-def vllm_max_lora_rank(rank: int) -> int:
-    """The smallest `max_lora_rank` vLLM accepts that holds `rank`."""
-    for allowed in VLLM_LORA_RANKS:
-        if rank <= allowed:
-            return allowed
-    raise UsageError(
-        f"The LoRA rank {rank} is above {VLLM_LORA_RANKS[-1]}, the largest max_lora_rank vLLM accepts.",
-        "Serve it with hf:BASE+lora:PATH, or merge the adapter into the base weights.",
-    )
-
-
-def read_lora_config(adapter_dir: Path) -> dict[str, Any]:
-    """adapter_config.json, checked for what vLLM refuses (vllm/lora/peft_helper.py) before any GPU work."""
-    path = adapter_dir / "adapter_config.json"
-    if not path.is_file():
-        raise UsageError(
-            f"{adapter_dir} is not a peft LoRA folder (no adapter_config.json).",
-            "Point +lora: at the folder that save_pretrained() wrote.",
-        )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{path} is not readable JSON: {error}.", "Re-save the adapter.") from None
-    if not isinstance(config, dict):
-        raise UsageError(f"{path} does not hold a JSON object.", "Re-save the adapter.")
-    peft_type = str(config.get("peft_type", "LORA")).upper()
-    problems = []
-    if peft_type != "LORA":
-        problems.append(f"it is a {peft_type} adapter, and vLLM loads only LoRA")
-    if config.get("use_dora"):
-        problems.append("it uses DoRA, which vLLM does not support")
-    if config.get("modules_to_save"):
-        problems.append(f"it saves full modules {config['modules_to_save']}, which vLLM does not load")
-    if problems:
-        raise UsageError(
-            f"vLLM cannot serve the adapter in {adapter_dir}: {'; '.join(problems)}.",
-            "Evaluate it with hf:BASE+lora:PATH instead.",
-        )
-    return config
-
-
 def resolve_base(base: str) -> tuple[str, str]:
     """(what LLM(model=...) gets, label for identity): a local folder, fingerprinted, or a hub id as named.
 
@@ -258,13 +210,6 @@ def resolve_base(base: str) -> tuple[str, str]:
     if base.startswith(("/", "./", "../", "~")):
         raise UsageError(f"The base model folder {path} does not exist.", "Check the path after 'vllm:'.")
     return base, f"hub:{base}"  # the hub revision is not pinned; use a local folder to pin weights
-
-
-def resolve_lora(path_text: str) -> Path:
-    path = Path(path_text).expanduser()
-    if not path.is_dir():
-        raise UsageError(f"The LoRA folder {path} does not exist.", "Check the path after '+lora:'.")
-    return path.resolve()
 
 
 def llm_kwargs(

@@ -29,7 +29,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from harness.checkpoints import redact_reference
 from harness.errors import UsageError
 from harness.sweep.spec import SlurmOptions, SweepCheckpoint, SweepSpec, SweepTask
 
@@ -208,6 +210,7 @@ def submit_sweep(
     tasks = spec.tasks(options.shards)
     for checkpoint in spec.checkpoints:
         served_reference(checkpoint)  # a bad serve entry fails before anything is written
+        _refuse_credentials(checkpoint)
     base = runs_root / SUBMISSIONS / f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder, suffix = base, 1
     while folder.exists():  # a resubmission within the same second
@@ -223,6 +226,19 @@ def submit_sweep(
     script.chmod(0o755)
     job_id = None if dry_run else _sbatch(script)
     return SlurmSubmission(job_id, script, len(tasks), table, folder / LOGS)
+
+
+def _refuse_credentials(checkpoint: SweepCheckpoint) -> None:
+    """The task table is a file in the runs folder, read by every task: a password in a URL must not
+    go there. Keys travel by name (`api_key_env`), read from each task's environment."""
+    for url in (checkpoint.reference, *checkpoint.replicas):
+        parts = urlsplit(url) if "://" in url else None
+        if parts is not None and (parts.username or parts.password):
+            raise UsageError(
+                f"A URL in the sweep ({redact_reference(url)}) carries credentials, which the Slurm task "
+                "table would hold in plain text.",
+                "Drop them from the URL and name the variable that holds the key: backend: {api_key_env: VAR}.",
+            )
 
 
 def _sbatch(script: Path, extra: Sequence[str] = ()) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from adapters.http_retry import reply_byte_cap
 from adapters.logprobs import (
     decoded_offsets,
     from_token_ids,
@@ -21,7 +22,7 @@ from adapters.logprobs import (
     token_cap,
     vllm_sampled_logprobs,
 )
-from adapters.openai_compat import OpenAICompatAdapter, reply_byte_cap
+from adapters.openai_compat import OpenAICompatAdapter
 from adapters.openai_replies import parse_completion
 from adapters.replay import ReplayAdapter
 from adapters.vllm import completion_from_outputs, sampling_plan

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from adapters.openai_compat import (
+from adapters.http_retry import (
     BYTES_PER_TOKEN,
     MIN_REPLY_BYTES,
     REPLY_OVERHEAD_BYTES,
-    OpenAICompatAdapter,
     RetryPolicy,
     parse_retry_after,
     reply_byte_cap,
 )
+from adapters.openai_compat import OpenAICompatAdapter
 from harness.checkpoints import EndpointRef, parse_checkpoint
 from harness.errors import EndpointError, UsageError
 from harness.types import Completion, GenerationSettings, Message, Request

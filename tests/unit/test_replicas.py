@@ -15,7 +15,8 @@ from aiohttp import web
 
 import adapters.replicas as replicas_module
 from adapters import AdapterOptions, create_adapter
-from adapters.openai_compat import OpenAICompatAdapter, RetryPolicy
+from adapters.http_retry import RetryPolicy
+from adapters.openai_compat import OpenAICompatAdapter
 from adapters.replicas import Replica, ReplicaPool, cooldown_s, parse_replica
 from harness.checkpoints import EndpointRef, parse_checkpoint
 from harness.errors import EndpointError, UsageError

@@ -106,3 +106,19 @@ def test_without_sbatch_the_submission_says_what_to_do(
     with pytest.raises(UsageError, match="sbatch is not on PATH") as caught:
         submit_sweep(spec, tmp_path / "runs", spec.slurm)
     assert "--dry-run" in str(caught.value.fix)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "{ref: 'http://alice:hunter22@team1.example:8000/v1#m'}",
+        "{ref: 'http://team1.example:8000/v1#m', replicas: ['http://alice:hunter22@b:8000/v1']}",
+    ],
+)
+def test_credentials_in_a_url_never_reach_the_task_table(tmp_path: Path, entry: str) -> None:
+    (tmp_path / "sweep.yaml").write_text(f"suites: [gsm8k]\ncheckpoints: [{entry}]\n")
+    spec = load_sweep(tmp_path / "sweep.yaml")
+    with pytest.raises(UsageError) as caught:
+        submit_sweep(spec, tmp_path / "runs", spec.slurm, dry_run=True)
+    assert "carries credentials" in caught.value.message and "hunter22" not in caught.value.message
+    assert not (tmp_path / "runs").exists()
