@@ -26,7 +26,7 @@ from harness.reasoning import NO_REASONING, ReasoningSpec
 from harness.reasoning_stats import ReasoningSummary, record_parts, summarize_reasoning
 from harness.runs.cache import ResponseCache
 from harness.runs.extend import find_extension, relative_name
-from harness.runs.manifest import Invocation, Manifest, git_state, now_iso
+from harness.runs.manifest import Invocation, Manifest, git_state, how_it_ended, now_iso
 from harness.runs.store import (
     MANIFEST,
     METRICS,
@@ -340,10 +340,9 @@ async def _evaluate_locked(
         )
         write_json_atomic(run_dir / MANIFEST, manifest.to_record())
     except BaseException as error:
-        status = "interrupted" if isinstance(error, KeyboardInterrupt | asyncio.CancelledError) else "failed"
-        message = error.message if isinstance(error, HarnessError) else f"{type(error).__name__}: {error}"
+        status, message = how_it_ended(error)
         failed = replace(
-            counters.apply(invocation), finished_at=now_iso(), status=status, error=message[:500],
+            counters.apply(invocation), finished_at=now_iso(), status=status, error=message,
             sandbox_timing=suite.measurement_since(measurement_mark),
         )  # fmt: skip
         # A full or read-only disk refuses this write too: the first error is the one reported.

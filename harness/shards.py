@@ -16,7 +16,6 @@ every sample is left alone, and racing merges queue on the lock, so the last sha
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -26,7 +25,7 @@ from typing import Any, Protocol
 from harness.errors import DataError, HarnessError, UsageError
 from harness.reasoning_stats import ReasoningSummary
 from harness.runs.locks import FileLock
-from harness.runs.manifest import Invocation, Manifest, now_iso
+from harness.runs.manifest import Invocation, Manifest, how_it_ended, now_iso
 from harness.runs.store import (
     LOCK,
     MANIFEST,
@@ -143,12 +142,9 @@ async def run_shard(
             )  # fmt: skip
             _write_state(folder, label, _with_usage(manifest.with_invocation(done), shard_records))
         except BaseException as error:
-            status = (
-                "interrupted" if isinstance(error, KeyboardInterrupt | asyncio.CancelledError) else "failed"
-            )
-            message = error.message if isinstance(error, HarnessError) else f"{type(error).__name__}: {error}"
+            status, message = how_it_ended(error)
             failed = replace(
-                steps.account(invocation), finished_at=now_iso(), status=status, error=message[:500],
+                steps.account(invocation), finished_at=now_iso(), status=status, error=message,
                 sandbox_timing=suite.measurement_since(mark),
             )  # fmt: skip
             with contextlib.suppress(HarnessError):

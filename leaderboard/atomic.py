@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from harness.errors import StorageError
 from harness.names import OWNER_MARKER, claim_folder, owner_record, owns, remove_owned_folder
+from harness.runs.locks import process_alive
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -93,15 +94,7 @@ def storage(error: OSError, path: Path, doing: str) -> StorageError:
 def _alive(pid: object) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return True  # unknown: keep it
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid == os.getpid() or process_alive(pid)
 
 
 def clean_stale(target: Path, purposes: tuple[str, ...]) -> None:

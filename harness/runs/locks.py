@@ -81,7 +81,7 @@ class FileLock:
     def _stale(self, holder: str) -> bool:
         host, _, rest = holder.partition(" ")
         pid = rest.partition(" ")[0]
-        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
             return True
         try:
             age = time.time() - self.path.stat().st_mtime
@@ -111,7 +111,8 @@ class FileLock:
                 os.utime(self.path)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (one we may not signal still exists)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -6,6 +6,7 @@ value, and adapters' identities are built from references.
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import subprocess
 import sys
@@ -15,11 +16,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.errors import DataError
+from harness.errors import DataError, HarnessError
 from harness.types import GenerationSettings
 from harness.version import __version__
 
 SCHEMA_VERSION = 1
+
+
+def how_it_ended(error: BaseException) -> tuple[str, str]:
+    """(status, error text) a manifest records for what stopped a run: an interrupt or a failure."""
+    status = "interrupted" if isinstance(error, KeyboardInterrupt | asyncio.CancelledError) else "failed"
+    message = error.message if isinstance(error, HarnessError) else f"{type(error).__name__}: {error}"
+    return status, message[:500]
 
 
 def now_iso() -> str:
