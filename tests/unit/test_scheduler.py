@@ -125,7 +125,9 @@ def test_two_suites_overlap_and_never_exceed_the_endpoint_bound(
 ) -> None:
     server = FakeServer()
     ref = "http://h:8000/v1#m"
-    adapter = FakeAdapter(parse_checkpoint(ref), server, concurrency=4)
+    # Requests slow enough (two waves of 0.5 s) that the second suite's data load, in a thread, ends
+    # inside the first suite's requests even on a loaded machine: the overlap is then the scheduler's.
+    adapter = FakeAdapter(parse_checkpoint(ref), server, concurrency=4, delay_s=0.5)
     (results,) = run(
         monkeypatch, [prepared(ref, "gsm8k", "alice-synth")], {ref: adapter}, data_dir, tmp_path, limit=6
     )
